@@ -1,0 +1,1 @@
+"""The competition metric, submission files, and the tuned weighted blender."""

@@ -1,0 +1,177 @@
+"""The Kaggle submission file: ``imgId_eId,val``, 384 rows per image (eId 0..383), images in order.
+
+``python -m ensemble.submission check CSV [--images DIR]`` validates a file;
+``python -m ensemble.submission write (--run DIR | --prompts CSV) --out CSV`` writes one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from promptblend import atomic
+from promptblend.cli import entry_point
+from promptblend.errors import SubmissionError
+from promptblend.vectors import DIM, check_embeddings, check_ids, l2_normalise
+
+HEADER = "imgId_eId,val"
+
+
+def write_submission(path: str | Path, ids: Sequence[str], embeddings: np.ndarray, normalise: bool = True) -> Path:
+    """Write the exact Kaggle file for ``ids`` (in that order) atomically, then validate it.
+
+    Rows are L2-normalised first (the metric is a cosine, and Kaggle's own file is unit-norm).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    ids = check_ids(list(ids), what="submission ids")
+    emb = check_embeddings(embeddings, n=len(ids), what="submission embeddings")
+    if not ids:
+        raise SubmissionError("nothing to write: zero images")
+    if normalise:
+        emb = l2_normalise(emb)
+    n = len(ids)
+    suffix = pa.array([f"_{e}" for e in range(DIM)]).take(pa.array(np.tile(np.arange(DIM), n)))
+    img = pa.array(ids, type=pa.string()).take(pa.array(np.repeat(np.arange(n), DIM)))
+    key = pc.binary_join_element_wise(img, suffix, "")
+    table = pa.table({"imgId_eId": key, "val": pa.array(emb.reshape(-1), type=pa.float32())})
+    with atomic.atomic_path(path, ".csv") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(f"{HEADER}\n".encode())
+            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        check_submission(tmp, expected_ids=ids)
+    return Path(path)
+
+
+def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read and validate a submission; return image ids (file order) and float32 N x 384 rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"submission not found: {path}")
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
+    if first != HEADER:
+        raise SubmissionError(f"{path}: header must be '{HEADER}', got '{first[:60]}'")
+    try:
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={"imgId_eId": pa.string(), "val": pa.float64()}, strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as e:
+        raise SubmissionError(f"{path}: unreadable CSV: {e}") from e
+    if table.column_names != ["imgId_eId", "val"]:
+        raise SubmissionError(f"{path}: columns must be imgId_eId,val, got {table.column_names}")
+    rows = table.num_rows
+    if rows == 0:
+        raise SubmissionError(f"{path}: no rows")
+    if rows % DIM:
+        raise SubmissionError(f"{path}: {rows} rows is not a multiple of {DIM} (384 rows per image)")
+    keys = table.column("imgId_eId").combine_chunks()
+    parts = pc.split_pattern(keys, "_", max_splits=1, reverse=True)
+    if not pc.all(pc.equal(pc.list_value_length(parts), 2)).as_py():
+        bad = keys.filter(pc.not_equal(pc.list_value_length(parts), 2))
+        raise SubmissionError(f"{path}: ids must look like <imgId>_<eId>, e.g. bad '{bad[0].as_py()}'")
+    img = pc.list_element(parts, 0)
+    eid = pc.list_element(parts, 1)
+    n = rows // DIM
+    expected_eid = pa.array(np.tile(np.arange(DIM).astype(str), n))
+    wrong = pc.invert(pc.equal(eid, expected_eid))
+    if pc.any(wrong).as_py():
+        r = int(np.flatnonzero(wrong.to_numpy(zero_copy_only=False))[0])
+        raise SubmissionError(
+            f"{path}: row {r + 2} is '{keys[r].as_py()}' but eId {r % DIM} was expected "
+            "(384 rows per image, eId 0..383 in order)"
+        )
+    firsts = img.take(pa.array(np.arange(0, rows, DIM)))
+    same = pc.equal(img, firsts.take(pa.array(np.repeat(np.arange(n), DIM))))
+    if not pc.all(same).as_py():
+        r = int(np.flatnonzero(~same.to_numpy(zero_copy_only=False))[0])
+        raise SubmissionError(f"{path}: row {r + 2} '{keys[r].as_py()}' breaks image {firsts[r // DIM].as_py()}'s block")
+    ids = firsts.to_pylist()
+    try:
+        check_ids(ids, what=f"{path} image ids")
+    except Exception as e:
+        raise SubmissionError(str(e)) from e
+    vals = table.column("val").combine_chunks()
+    if vals.null_count:
+        raise SubmissionError(f"{path}: {vals.null_count} empty values")
+    emb = vals.to_numpy().reshape(n, DIM)
+    finite = np.isfinite(emb)
+    if not finite.all():
+        r = int(np.flatnonzero(~finite.reshape(-1))[0])
+        raise SubmissionError(f"{path}: NaN/inf value at row {r + 2} ('{keys[r].as_py()}')")
+    return ids, emb.astype(np.float32)
+
+
+def check_submission(
+    path: str | Path, images: str | Path | None = None, expected_ids: Sequence[str] | None = None
+) -> list[str]:
+    """Validate a submission; with ``images``/``expected_ids`` also require exactly those image ids."""
+    ids, _ = read_submission(path)
+    if images is not None:
+        from promptblend.images import open_image_set
+
+        expected_ids = open_image_set(images).ids
+    if expected_ids is not None:
+        have, want = set(ids), set(expected_ids)
+        if have != want:
+            missing, extra = sorted(want - have), sorted(have - want)
+            raise SubmissionError(
+                f"{path}: image ids differ from the expected set: {len(missing)} missing {missing[:3]}, "
+                f"{len(extra)} extra {extra[:3]}"
+            )
+    return ids
+
+
+def submission_from_prompts(path: str | Path, ids: Sequence[str], prompts: Sequence[str], model: str | None = None) -> Path:
+    """Embed ``prompts`` with the scoring model and write their submission."""
+    from promptblend.embed import encode
+
+    return write_submission(path, ids, encode(list(prompts), model=model))
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``check`` or ``write`` a submission."""
+    ap = argparse.ArgumentParser(prog="python -m ensemble.submission", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="validate a submission CSV")
+    c.add_argument("csv")
+    c.add_argument("--images", help="image folder whose ids the submission must cover exactly")
+    w = sub.add_parser("write", help="write a submission from a run or from prompts")
+    src = w.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder (embeddings.npy + ids.txt)")
+    src.add_argument("--prompts", help="CSV with imgId,prompt")
+    w.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    if args.cmd == "check":
+        ids = check_submission(args.csv, images=args.images)
+        print(f"ok: {len(ids)} images, {len(ids) * DIM} rows")
+    else:
+        if args.run:
+            from promptblend.runs import load_run
+
+            run = load_run(args.run)
+            write_submission(args.out, run.ids, run.embeddings)
+        else:
+            from promptblend.images import read_prompts_csv
+
+            prompts = read_prompts_csv(args.prompts)
+            submission_from_prompts(args.out, list(prompts), list(prompts.values()))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Typed errors: every bad input raises one of these with a message that names the culprit."""
+
+
+class PromptblendError(Exception):
+    """Base class of every error promptblend raises on bad input."""
+
+
+class BadImageError(PromptblendError):
+    """An image file is corrupt, empty, not an image, or too large to decode safely."""
+
+    def __init__(self, path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"bad image {path}: {reason}")
+
+
+class ImageSetError(PromptblendError):
+    """An image folder is empty, missing, or has clashing ids."""
+
+
+class AlignmentError(PromptblendError):
+    """Ids and rows do not line up (count, duplicates, missing or extra ids)."""
+
+
+class EmbeddingError(PromptblendError):
+    """An embedding array has the wrong shape or dtype, or holds NaN/inf."""
+
+
+class RunError(PromptblendError):
+    """A run folder is missing files or is inconsistent."""
+
+
+class SubmissionError(PromptblendError):
+    """A submission CSV breaks the competition's format."""
+
+
+class TruthError(PromptblendError):
+    """A truth prompts.csv is missing columns, ids or text."""
+
+
+class ConfigError(PromptblendError):
+    """A configuration names an unknown key, predictor or value."""
+
+
+class ModelNotFoundError(PromptblendError):
+    """A model path or hub name cannot be resolved (offline or missing)."""

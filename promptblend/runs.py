@@ -1,0 +1,230 @@
+"""Runs: cached predictions of one predictor on one image set (DESIGN section 2).
+
+A run folder holds ``embeddings.npy`` (float32, N x 384, row i for ``ids[i]``), ``ids.txt``,
+``meta.json`` and optionally ``prompts.txt``. A run being built lives in ``<key>.partial/`` as
+atomic shards, so a killed build resumes where it stopped; the finished run appears in one rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import atomic
+from .errors import AlignmentError, RunError
+from .vectors import DIM, check_embeddings, check_ids
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("embeddings.npy", "ids.txt", "meta.json")
+
+
+@dataclass
+class Run:
+    """Predictions aligned with ids; ``prompts`` holds generated text for captioning predictors."""
+
+    ids: list[str]
+    embeddings: np.ndarray
+    meta: dict = field(default_factory=dict)
+    prompts: list[str] | None = None
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.ids = check_ids(self.ids, what=f"run {self.name} ids")
+        self.embeddings = check_embeddings(self.embeddings, n=len(self.ids), what=f"run {self.name} embeddings")
+        if self.prompts is not None and len(self.prompts) != len(self.ids):
+            raise AlignmentError(f"run {self.name} has {len(self.prompts)} prompts for {len(self.ids)} ids")
+
+    @property
+    def name(self) -> str:
+        """Display name: ``meta['name']``, else the folder name, else the predictor."""
+        return str(self.meta.get("name") or (self.path.name if self.path else None) or self.meta.get("predictor", "run"))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, ids: Sequence[str]) -> "Run":
+        """The rows for ``ids`` in that order; unknown ids raise :class:`AlignmentError`."""
+        index = {k: i for i, k in enumerate(self.ids)}
+        missing = [k for k in ids if k not in index]
+        if missing:
+            raise AlignmentError(f"run {self.name} lacks {len(missing)} ids, e.g. {missing[:3]}")
+        rows = np.fromiter((index[k] for k in ids), dtype=np.int64, count=len(ids))
+        prompts = [self.prompts[r] for r in rows] if self.prompts is not None else None
+        return Run(list(ids), self.embeddings[rows], dict(self.meta), prompts, self.path)
+
+
+def config_hash(config: dict) -> str:
+    """Stable short hash of a JSON-able config."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_key(predictor: str, config: dict, fingerprint: str) -> str:
+    """Cache key = predictor name + config hash + image-set fingerprint; also the run's folder name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in predictor)
+    return f"{safe}-{config_hash(config)}-{fingerprint[:12]}"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape predictions, for ``meta.json``."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "torch", "sentence-transformers", "transformers", "open_clip_torch", "faiss-cpu"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def save_run(path: str | Path, run: Run) -> Path:
+    """Write ``run`` to ``path`` atomically (the folder appears complete or not at all)."""
+    path = Path(path)
+    meta = {"created": datetime.now(timezone.utc).isoformat(), "versions": library_versions(), **run.meta}
+    meta.update(n=len(run.ids), dim=int(run.embeddings.shape[1]))
+    with atomic.atomic_dir(path) as tmp:
+        with open(tmp / "embeddings.npy", "wb") as f:
+            np.save(f, run.embeddings.astype(np.float32), allow_pickle=False)
+        (tmp / "ids.txt").write_text("\n".join(run.ids) + "\n", encoding="utf-8")
+        if run.prompts is not None:
+            (tmp / "prompts.txt").write_text(
+                "\n".join(p.replace("\n", " ") for p in run.prompts) + "\n", encoding="utf-8"
+            )
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    run.path, run.meta = path, meta
+    return path
+
+
+def _read_lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n") if text else []
+
+
+def load_run(path: str | Path, mmap: bool = False) -> Run:
+    """Read a run folder, checking that ids, rows and prompts line up."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run folder not found: {path}")
+    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    if missing:
+        raise RunError(f"{path} is not a run: missing {', '.join(missing)}")
+    try:
+        emb = atomic.load_npy(path / "embeddings.npy", mmap=mmap)
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise RunError(f"{path} is corrupt: {e}") from e
+    ids = _read_lines(path / "ids.txt")
+    prompts = _read_lines(path / "prompts.txt") if (path / "prompts.txt").is_file() else None
+    return Run(ids, emb, meta, prompts, path)
+
+
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` is a finished run folder."""
+    return all((Path(path) / f).is_file() for f in RUN_FILES)
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """Finished run folders directly under ``root`` (or ``root`` itself if it is one), sorted."""
+    root = Path(root)
+    if is_run(root):
+        return [root]
+    if not root.is_dir():
+        raise RunError(f"runs folder not found: {root}")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run(p))
+
+
+ShardFn = Callable[[int, int], tuple[np.ndarray, list[str] | None]]
+
+
+def build_run(
+    out_root: str | Path,
+    predictor: str,
+    config: dict,
+    ids: Sequence[str],
+    fingerprint: str,
+    compute: ShardFn,
+    shard_size: int = 256,
+    extra_meta: dict | None = None,
+    progress: bool = True,
+) -> Run:
+    """Compute (or fetch from cache) the run of ``predictor`` over ``ids``.
+
+    ``compute(start, stop)`` returns the embeddings (and generated prompts, or None) of rows
+    ``start:stop``. Each shard is written atomically under ``<key>.partial/``; after a kill, the
+    next call recomputes only the missing shards. A finished run with the same key is returned as is.
+    """
+    ids = check_ids(list(ids))
+    key = run_key(predictor, config, fingerprint)
+    final = Path(out_root) / key
+    if is_run(final):
+        run = load_run(final)
+        if run.ids != ids:
+            raise AlignmentError(f"cached run {final} ids differ from the image set's; delete it to rebuild")
+        log.info("cache hit: %s", final)
+        run.meta["cache_hit"] = True
+        return run
+    partial = Path(out_root) / f"{key}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(partial / "ids.txt", "\n".join(ids) + "\n")
+    starts = list(range(0, len(ids), shard_size))
+    t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(ids), desc=predictor, unit="img", disable=not progress)
+    embs, prompts = [], []
+    for n, start in enumerate(starts):
+        stop = min(start + shard_size, len(ids))
+        shard = partial / f"shard-{n:06d}.npz"
+        if shard.is_file():
+            with np.load(shard, allow_pickle=False) as z:
+                e = z["embeddings"]
+                p = z["prompts"].tolist() if "prompts" in z.files else None
+        else:
+            e, p = compute(start, stop)
+            e = check_embeddings(e, n=stop - start, what=f"{predictor} rows {start}:{stop}")
+            arrays = {"embeddings": e} if p is None else {"embeddings": e, "prompts": np.asarray(p, dtype=str)}
+            with atomic.atomic_path(shard, ".npz") as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
+        embs.append(e)
+        prompts.append(p)
+        bar.update(stop - start)
+    bar.close()
+    have_prompts = [p is not None for p in prompts]
+    if any(have_prompts) and not all(have_prompts):
+        raise RunError(f"{predictor} returned prompts for some shards only")
+    meta = {
+        "name": key,
+        "predictor": predictor,
+        "config": config,
+        "fingerprint": fingerprint,
+        "wall_time_s": round(time.perf_counter() - t0, 3),
+        **(extra_meta or {}),
+    }
+    run = Run(
+        ids,
+        np.concatenate(embs) if embs else np.zeros((0, DIM), np.float32),
+        meta,
+        [x for p in prompts for x in p] if all(have_prompts) and prompts else None,
+    )
+    save_run(final, run)
+    shutil.rmtree(partial, ignore_errors=True)
+    return run
+
+
+def cache_dir() -> Path:
+    """Where promptblend caches what is not tied to a user's output folder (``$PROMPTBLEND_CACHE``)."""
+    return Path(os.environ.get("PROMPTBLEND_CACHE", Path.home() / ".cache" / "promptblend"))
