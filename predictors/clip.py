@@ -1,0 +1,116 @@
+"""open_clip loading by name, pretrained tag or local weights file, plus batched image/text embedding.
+
+``TINY_CLIP`` is a registered tiny architecture (random init, offline) for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from promptblend.errors import ModelNotFoundError
+
+TINY_CLIP = "pb-tiny-clip"
+_CONFIG_DIR = Path(__file__).parent / "clip_configs"
+
+
+@functools.lru_cache(maxsize=1)
+def register_clip_configs() -> None:
+    """Make the architectures in ``predictors/clip_configs`` known to open_clip."""
+    import open_clip
+
+    for f in sorted(_CONFIG_DIR.glob("*.json")):
+        open_clip.add_model_config(f)
+
+
+@dataclass
+class ClipBundle:
+    """A CLIP model with its image preprocessing and tokenizer."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    name: str
+    pretrained: str | None
+    device: str
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint embedding space."""
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(
+            self.model.visual.output_dim
+        )
+
+
+def default_device() -> str:
+    """``cuda`` when available, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def load_clip(model_name: str, pretrained: str | None = None, device: str | None = None) -> ClipBundle:
+    """Build an open_clip model (cached per process).
+
+    ``model_name`` is an open_clip architecture (``ViT-B-32``, ``hf-hub:org/name``) or ``TINY_CLIP``;
+    ``pretrained`` is a tag (``laion2b_s32b_b79k``), a local weights file (.safetensors/.pt/.bin),
+    or None for random weights.
+    """
+    import open_clip
+
+    register_clip_configs()
+    device = device or default_device()
+    if pretrained and ("/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".bin", ".pth"))):
+        if not Path(pretrained).is_file():
+            raise ModelNotFoundError(f"CLIP weights file not found: {pretrained}")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except RuntimeError as e:
+        raise ModelNotFoundError(f"cannot load CLIP {model_name} ({pretrained}): {e}") from e
+    except Exception as e:  # hub/network errors surface as many types offline
+        if type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "HfHubHTTPError", "OSError"):
+            raise ModelNotFoundError(f"cannot load CLIP {model_name} ({pretrained}) offline: {e}") from e
+        raise
+    model.eval()
+    return ClipBundle(model, preprocess, tokenizer, model_name, pretrained, device)
+
+
+def embed_images(bundle: ClipBundle, pixels) -> np.ndarray:
+    """CLIP image embeddings of a preprocessed batch (B, 3, H, W), float32 unit rows."""
+    import torch
+
+    with torch.inference_mode(), _autocast(bundle.device):
+        feats = bundle.model.encode_image(pixels.to(bundle.device))
+    feats = feats.float()
+    return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+
+
+def embed_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """CLIP text embeddings, float32 unit rows, batched."""
+    import torch
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch"):
+        tokens = bundle.tokenizer(list(texts[start : start + batch_size])).to(bundle.device)
+        with torch.inference_mode(), _autocast(bundle.device):
+            feats = bundle.model.encode_text(tokens).float()
+        out.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
+    dim = bundle.embed_dim
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def _autocast(device: str):
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
