@@ -65,7 +65,9 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
         table = pacsv.read_csv(
             path,
             convert_options=pacsv.ConvertOptions(
-                column_types={"imgId_eId": pa.string(), "val": pa.float64()}, strings_can_be_null=False
+                column_types={"imgId_eId": pa.string(), "val": pa.float64()},
+                null_values=[""],
+                strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as e:
@@ -90,14 +92,14 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
     if pc.any(wrong).as_py():
         r = int(np.flatnonzero(wrong.to_numpy(zero_copy_only=False))[0])
         raise SubmissionError(
-            f"{path}: row {r + 2} is '{keys[r].as_py()}' but eId {r % DIM} was expected "
+            f"{path}: line {r + 2} is '{keys[r].as_py()}' but eId {r % DIM} was expected "
             "(384 rows per image, eId 0..383 in order)"
         )
     firsts = img.take(pa.array(np.arange(0, rows, DIM)))
     same = pc.equal(img, firsts.take(pa.array(np.repeat(np.arange(n), DIM))))
     if not pc.all(same).as_py():
         r = int(np.flatnonzero(~same.to_numpy(zero_copy_only=False))[0])
-        raise SubmissionError(f"{path}: row {r + 2} '{keys[r].as_py()}' breaks image {firsts[r // DIM].as_py()}'s block")
+        raise SubmissionError(f"{path}: line {r + 2} '{keys[r].as_py()}' breaks image {firsts[r // DIM].as_py()}'s block")
     ids = firsts.to_pylist()
     try:
         check_ids(ids, what=f"{path} image ids")
@@ -110,7 +112,7 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
     finite = np.isfinite(emb)
     if not finite.all():
         r = int(np.flatnonzero(~finite.reshape(-1))[0])
-        raise SubmissionError(f"{path}: NaN/inf value at row {r + 2} ('{keys[r].as_py()}')")
+        raise SubmissionError(f"{path}: NaN/inf value at line {r + 2} ('{keys[r].as_py()}')")
     return ids, emb.astype(np.float32)
 
 

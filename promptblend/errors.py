@@ -44,3 +44,7 @@ class ConfigError(PromptblendError):
 
 class ModelNotFoundError(PromptblendError):
     """A model path or hub name cannot be resolved (offline or missing)."""
+
+
+class BlendError(PromptblendError):
+    """A blend or tuning request cannot be carried out (too few runs, clashing run names, bad parameters)."""

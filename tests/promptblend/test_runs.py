@@ -1,0 +1,155 @@
+"""Runs: format, alignment checks, atomic writes, cache hits and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from promptblend.errors import AlignmentError, EmbeddingError, RunError
+from promptblend.runs import Run, build_run, list_runs, load_run, run_key, save_run
+from promptblend.vectors import l2_normalise
+
+
+def _emb(n, seed=0):
+    return l2_normalise(np.random.default_rng(seed).normal(size=(n, 384)))
+
+
+def test_save_load_roundtrip(tmp_path):
+    run = Run(["a", "b", "c"], _emb(3), {"predictor": "x"}, ["p a", "p b", "p c"])
+    save_run(tmp_path / "r", run)
+    files = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert files == ["embeddings.npy", "ids.txt", "meta.json", "prompts.txt"]
+    back = load_run(tmp_path / "r")
+    assert back.ids == run.ids and back.prompts == run.prompts
+    np.testing.assert_array_equal(back.embeddings, run.embeddings)
+    assert back.embeddings.dtype == np.float32
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["n"] == 3 and "versions" in meta and "created" in meta
+    assert list_runs(tmp_path) == [tmp_path / "r"]
+
+
+@pytest.mark.parametrize(
+    "ids,emb,err,match",
+    [
+        (["a", "b"], _emb(3), AlignmentError, "3 rows but there are 2 ids"),
+        (["a", "a", "b"], _emb(3), AlignmentError, "repeats ids"),
+        (["a", "b"], np.zeros((2, 512), np.float32), EmbeddingError, "384 columns"),
+        (["a", "b"], np.full((2, 384), np.nan, np.float32), EmbeddingError, "NaN/inf in 2 rows"),
+        (["a"], np.zeros(384, np.float32), EmbeddingError, "2-d"),
+    ],
+)
+def test_bad_runs_raise(ids, emb, err, match):
+    with pytest.raises(err, match=match):
+        Run(ids, emb)
+
+
+def test_tampered_run_folder_is_caught(tmp_path):
+    save_run(tmp_path / "r", Run(["a", "b"], _emb(2)))
+    (tmp_path / "r" / "ids.txt").write_text("a\nb\nc\n")
+    with pytest.raises(AlignmentError):
+        load_run(tmp_path / "r")
+    (tmp_path / "r" / "meta.json").unlink()
+    with pytest.raises(RunError, match="missing meta.json"):
+        load_run(tmp_path / "r")
+    np.save(tmp_path / "obj.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "s").mkdir()
+    os.replace(tmp_path / "obj.npy", tmp_path / "s" / "embeddings.npy")
+    (tmp_path / "s" / "ids.txt").write_text("a\n")
+    (tmp_path / "s" / "meta.json").write_text("{}")
+    with pytest.raises(RunError, match="corrupt"):
+        load_run(tmp_path / "s")  # pickled content is refused, never executed
+
+
+def test_select_reorders_and_checks():
+    run = Run(["a", "b", "c"], _emb(3), prompts=["x", "y", "z"])
+    sub = run.select(["c", "a"])
+    assert sub.ids == ["c", "a"] and sub.prompts == ["z", "x"]
+    np.testing.assert_array_equal(sub.embeddings[0], run.embeddings[2])
+    with pytest.raises(AlignmentError, match="lacks 1"):
+        run.select(["a", "q"])
+
+
+def test_build_run_caches_and_fails_cleanly(tmp_path):
+    ids = [f"i{k}" for k in range(10)]
+    calls = []
+
+    def compute(a, b):
+        calls.append((a, b))
+        return _emb(b - a, seed=a), None
+
+    run = build_run(tmp_path, "p", {"k": 1}, ids, "fp", compute, shard_size=4, progress=False)
+    assert calls == [(0, 4), (4, 8), (8, 10)] and run.ids == ids
+    again = build_run(tmp_path, "p", {"k": 1}, ids, "fp", compute, shard_size=4, progress=False)
+    assert len(calls) == 3 and again.meta["cache_hit"]
+    build_run(tmp_path, "p", {"k": 2}, ids, "fp", compute, shard_size=4, progress=False)
+    assert len(calls) == 6  # another config is another key
+
+    def broken(a, b):
+        if a >= 4:
+            raise RuntimeError("boom")
+        return _emb(b - a), None
+
+    with pytest.raises(RuntimeError):
+        build_run(tmp_path, "q", {}, ids, "fp", broken, shard_size=4, progress=False)
+    key = run_key("q", {}, "fp")
+    assert not (tmp_path / key).exists()  # no finished (partial) run
+    assert sorted(p.name for p in (tmp_path / f"{key}.partial").glob("shard-*")) == ["shard-000000.npz"]
+
+    def bad_rows(a, b):
+        e = _emb(b - a)
+        e[0, 0] = np.inf
+        return e, None
+
+    with pytest.raises(EmbeddingError, match="NaN/inf"):
+        build_run(tmp_path, "r", {}, ids, "fp", bad_rows, shard_size=4, progress=False)
+    assert not (tmp_path / run_key("r", {}, "fp")).exists()
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from promptblend.runs import build_run
+    out, log, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    ids = [f"img{k:03d}" for k in range(40)]
+    def compute(a, b):
+        time.sleep(slow)
+        with open(log, "a") as f:
+            f.write(f"{a}\\n")
+        rng = np.random.default_rng(a)
+        return rng.normal(size=(b - a, 384)).astype(np.float32), [f"text {k}" for k in range(a, b)]
+    build_run(out, "slowpred", {"v": 1}, ids, "fp", compute, shard_size=5, progress=False)
+    """
+)
+
+
+def test_kill_and_resume_gives_same_result(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    log = tmp_path / "log.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), str(log), "0.4"])
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or len(log.read_text().split()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(log.read_text().split())
+    assert 3 <= done_before < 8, "the kill must land mid-run"
+    assert not list_runs(tmp_path / "runs")
+    subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), str(log), "0"], check=True)
+    starts = [int(x) for x in log.read_text().split()]
+    recomputed = starts[done_before:]
+    # only shards that were not finished are computed again (at most the one in flight repeats)
+    assert len(recomputed) <= 8 - done_before + 1 and sorted(set(starts)) == list(range(0, 40, 5))
+    resumed = load_run(list_runs(tmp_path / "runs")[0])
+    subprocess.run([sys.executable, str(script), str(tmp_path / "fresh"), str(tmp_path / "l2"), "0"], check=True)
+    fresh = load_run(list_runs(tmp_path / "fresh")[0])
+    assert resumed.ids == fresh.ids and resumed.prompts == fresh.prompts
+    np.testing.assert_array_equal(resumed.embeddings, fresh.embeddings)
