@@ -20,13 +20,23 @@ from promptblend.vectors import DIM, check_embeddings, check_ids, l2_normalise
 HEADER = "imgId_eId,val"
 
 
+def _keys(img_ids, n: int):
+    """The ``imgId_eId`` column for ``n`` images (a pyarrow string array of ids), built in C."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    eid = np.tile(np.arange(DIM, dtype=np.int32), n)
+    suffix = pa.array([f"_{e}" for e in range(DIM)]).take(pa.array(eid))
+    img = img_ids.take(pa.array(np.repeat(np.arange(n, dtype=np.int32), DIM)))
+    return pc.binary_join_element_wise(img, suffix, "")
+
+
 def write_submission(path: str | Path, ids: Sequence[str], embeddings: np.ndarray, normalise: bool = True) -> Path:
     """Write the exact Kaggle file for ``ids`` (in that order) atomically, then validate it.
 
     Rows are L2-normalised first (the metric is a cosine, and Kaggle's own file is unit-norm).
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     ids = check_ids(list(ids), what="submission ids")
@@ -35,11 +45,7 @@ def write_submission(path: str | Path, ids: Sequence[str], embeddings: np.ndarra
         raise SubmissionError("nothing to write: zero images")
     if normalise:
         emb = l2_normalise(emb)
-    n = len(ids)
-    suffix = pa.array([f"_{e}" for e in range(DIM)]).take(pa.array(np.tile(np.arange(DIM), n)))
-    img = pa.array(ids, type=pa.string()).take(pa.array(np.repeat(np.arange(n), DIM)))
-    key = pc.binary_join_element_wise(img, suffix, "")
-    table = pa.table({"imgId_eId": key, "val": pa.array(emb.reshape(-1), type=pa.float32())})
+    table = pa.table({"imgId_eId": _keys(pa.array(ids, type=pa.string()), len(ids)), "val": pa.array(emb.reshape(-1), type=pa.float32())})
     with atomic.atomic_path(path, ".csv") as tmp:
         with open(tmp, "wb") as f:
             f.write(f"{HEADER}\n".encode())
@@ -80,26 +86,23 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
     if rows % DIM:
         raise SubmissionError(f"{path}: {rows} rows is not a multiple of {DIM} (384 rows per image)")
     keys = table.column("imgId_eId").combine_chunks()
-    parts = pc.split_pattern(keys, "_", max_splits=1, reverse=True)
-    if not pc.all(pc.equal(pc.list_value_length(parts), 2)).as_py():
-        bad = keys.filter(pc.not_equal(pc.list_value_length(parts), 2))
-        raise SubmissionError(f"{path}: ids must look like <imgId>_<eId>, e.g. bad '{bad[0].as_py()}'")
-    img = pc.list_element(parts, 0)
-    eid = pc.list_element(parts, 1)
     n = rows // DIM
-    expected_eid = pa.array(np.tile(np.arange(DIM).astype(str), n))
-    wrong = pc.invert(pc.equal(eid, expected_eid))
+    firsts = keys.take(pa.array(np.arange(0, rows, DIM)))
+    starts_ok = pc.ends_with(firsts, "_0")
+    if not pc.all(starts_ok).as_py():
+        k = int(np.flatnonzero(~starts_ok.to_numpy(zero_copy_only=False))[0])
+        raise SubmissionError(
+            f"{path}: line {k * DIM + 2} is '{firsts[k].as_py()}' but each image's block must start "
+            "with <imgId>_0 (384 rows per image, eId 0..383 in order)"
+        )
+    firsts = pc.utf8_slice_codeunits(firsts, 0, -2)
+    wrong = pc.not_equal(keys, _keys(firsts, n))
     if pc.any(wrong).as_py():
         r = int(np.flatnonzero(wrong.to_numpy(zero_copy_only=False))[0])
         raise SubmissionError(
-            f"{path}: line {r + 2} is '{keys[r].as_py()}' but eId {r % DIM} was expected "
+            f"{path}: line {r + 2} is '{keys[r].as_py()}' but '{firsts[r // DIM].as_py()}_{r % DIM}' was expected "
             "(384 rows per image, eId 0..383 in order)"
         )
-    firsts = img.take(pa.array(np.arange(0, rows, DIM)))
-    same = pc.equal(img, firsts.take(pa.array(np.repeat(np.arange(n), DIM))))
-    if not pc.all(same).as_py():
-        r = int(np.flatnonzero(~same.to_numpy(zero_copy_only=False))[0])
-        raise SubmissionError(f"{path}: line {r + 2} '{keys[r].as_py()}' breaks image {firsts[r // DIM].as_py()}'s block")
     ids = firsts.to_pylist()
     try:
         check_ids(ids, what=f"{path} image ids")

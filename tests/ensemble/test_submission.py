@@ -75,12 +75,12 @@ def _good_lines(ids=("a", "b")):
     [
         (lambda L: ["imgId,val"] + L[1:], "header"),
         (lambda L: L[:-1], "not a multiple of 384"),
-        (lambda L: L[:2] + [L[3], L[2]] + L[4:], "eId 1 was expected"),
+        (lambda L: L[:2] + [L[3], L[2]] + L[4:], "'a_1' was expected"),
         (lambda L: L[:10] + [L[10].replace("0.05", "nan")] + L[11:], "NaN/inf value at line 11"),
         (lambda L: L[:10] + [L[10].replace("0.05", "")] + L[11:], "empty values"),
         (lambda L: L[:1] + L[1:385] + L[1:385], "repeats ids"),
-        (lambda L: L[:1] + [l.replace("a_", "a") for l in L[1:385]] + L[385:], "look like|eId"),
-        (lambda L: L[:200] + [L[200].replace("a_", "c_")] + L[201:], "breaks image"),
+        (lambda L: L[:1] + [l.replace("a_", "a") for l in L[1:385]] + L[385:], "must start with <imgId>_0"),
+        (lambda L: L[:200] + [L[200].replace("a_", "c_")] + L[201:], "'a_199' was expected"),
         (lambda L: ["imgId_eId,val"], "no rows|unreadable"),
     ],
 )
