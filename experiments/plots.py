@@ -1,0 +1,155 @@
+"""PNG plots of a leaderboard simulation: intervals, public vs private, rank distribution, histogram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .simulate import Simulation
+
+MAX_SCATTER = 6
+MAX_LABEL = 38
+MAX_GAPS = 8
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(name: str) -> str:
+    return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "…"
+
+
+def _save(fig, path: Path) -> Path:
+    from promptblend.atomic import atomic_path
+
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    _plt().close(fig)
+    return path
+
+
+def plot_intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict | None], path: Path) -> Path:
+    """Left: each entry's score, bootstrap interval and private-board range (plus best.json's
+    in-sample / out-of-fold scores for tuned blends). Right: the runners-up's paired difference to
+    the leader, zoomed so that small gaps and their intervals stay visible."""
+    plt = _plt()
+    e = len(order)
+    idx = np.asarray(order)
+    height = max(3.0, 0.42 * e + 1.6)
+    if e > 1:
+        fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(9, height))
+    lo, hi = sim.ci()
+    plo, phi = sim.board_range("private")
+    y = np.arange(e)[::-1]
+    pct = int(round(sim.level * 100))
+    ax.hlines(y, plo[idx], phi[idx], color="tab:blue", alpha=0.3, lw=9, label=f"private board, {pct}% of splits")
+    ax.hlines(y, lo[idx], hi[idx], color="black", lw=1.6, label=f"bootstrap {pct}% interval")
+    ax.plot(sim.full[idx], y, "o", color="black", ms=5, label="score (all images)")
+    shown = set()
+    for yy, i in zip(y, idx):
+        t = tuning[i] or {}
+        for key, marker, color, text in (("in_sample", "x", "tab:red", "in-sample (best.json)"),
+                                         ("out_of_fold", "P", "tab:orange", "out-of-fold (best.json)")):
+            if key in t:
+                ax.plot(t[key], yy, marker, color=color, ms=8, label=None if key in shown else text)
+                shown.add(key)
+    ax.set_yticks(y, [_label(sim.names[i]) for i in idx])
+    ax.set_xlabel("mean cosine score")
+    how = "resamples of the fixed split" if sim.fixed_split else "random splits"
+    ax.set_title(f"Scores and intervals ({sim.splits} {how})")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    if e > 1:
+        _plot_gaps(dx, sim, idx, pct)
+    return _save(fig, path)
+
+
+def _plot_gaps(ax, sim: Simulation, idx: np.ndarray, pct: int) -> None:
+    lead, rest = idx[0], idx[1 : MAX_GAPS + 1]
+    a = (1 - sim.level) / 2
+    boot = sim.boot[:, rest] - sim.boot[:, [lead]]
+    priv = sim.private[:, rest] - sim.private[:, [lead]]
+    blo, bhi = np.quantile(boot, [a, 1 - a], axis=0)
+    plo, phi = np.quantile(priv, [a, 1 - a], axis=0)
+    y = np.arange(len(rest))[::-1]
+    ax.hlines(y, plo, phi, color="tab:blue", alpha=0.3, lw=9)
+    ax.hlines(y, blo, bhi, color="black", lw=1.6)
+    ax.plot(sim.full[rest] - sim.full[lead], y, "o", color="black", ms=5)
+    ax.axvline(0, color="tab:red", lw=1, ls="--")
+    ax.set_yticks(y, [_label(sim.names[i]) for i in rest])
+    ax.yaxis.tick_right()
+    ax.xaxis.set_major_locator(_plt().MaxNLocator(5))
+    ax.set_xlabel(f"score minus the leader's\n({_label(sim.names[lead])})")
+    more = f", first {len(rest)}" if len(idx) - 1 > len(rest) else ""
+    ax.set_title(f"Gap to the leader, paired {pct}% intervals{more}")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_public_private(sim: Simulation, order: Sequence[int], path: Path) -> Path:
+    """Public vs private score over the simulated splits for the top entries."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6.5))
+    top = list(order)[:MAX_SCATTER]
+    for i in top:
+        ax.scatter(sim.public[:, i], sim.private[:, i], s=6, alpha=0.35, label=_label(sim.names[i]))
+    lo = min(sim.public[:, top].min(), sim.private[:, top].min())
+    hi = max(sim.public[:, top].max(), sim.private[:, top].max())
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--", label="public = private")
+    ax.set_xlabel(f"public score ({sim.n_public} images)")
+    ax.set_ylabel(f"private score ({sim.n_private} images)")
+    shown = f"top {len(top)} of {len(sim.names)} entries" if len(sim.names) > len(top) else "all entries"
+    ax.set_title(f"Public vs private over {sim.splits} {'resamples' if sim.fixed_split else 'splits'} ({shown})")
+    ax.grid(alpha=0.3)
+    leg = ax.legend(fontsize=8, markerscale=3, loc="upper left")
+    for h in leg.legend_handles:
+        h.set_alpha(1)
+    return _save(fig, path)
+
+
+def plot_ranks(sim: Simulation, order: Sequence[int], path: Path) -> Path:
+    """Heatmap of each entry's rank distribution on the private board."""
+    plt = _plt()
+    e = len(order)
+    dist = sim.rank_distribution("private")[np.asarray(order)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * e + 3.5), max(2.8, 0.38 * e + 1.6)))
+    im = ax.imshow(dist, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_yticks(range(e), [_label(sim.names[i]) for i in order])
+    step = max(1, e // 20)
+    ax.set_xticks(range(0, e, step), [str(r + 1) for r in range(0, e, step)])
+    ax.set_xlabel("private rank (1 = best)")
+    ax.set_title(f"Private-board rank distribution over {sim.splits} {'resamples' if sim.fixed_split else 'splits'}")
+    if e <= 12:
+        for r in range(e):
+            for c in range(e):
+                if dist[r, c] >= 0.005:
+                    ax.text(c, r, f"{dist[r, c]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if dist[r, c] > 0.55 else "black")
+    fig.colorbar(im, ax=ax, label="fraction of splits", fraction=0.04, pad=0.02)
+    return _save(fig, path)
+
+
+def plot_histogram(scores: np.ndarray, name: str, path: Path) -> Path:
+    """Histogram of the best entry's per-image cosine scores."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    bins = int(np.clip(np.sqrt(scores.size), 10, 60))
+    ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, edgecolor="white")
+    m, med = float(scores.mean()), float(np.median(scores))
+    ax.axvline(m, color="black", lw=1.5, label=f"mean {m:.4f}")
+    ax.axvline(med, color="tab:orange", lw=1.5, ls="--", label=f"median {med:.4f}")
+    ax.set_xlabel("per-image cosine similarity")
+    ax.set_ylabel("images")
+    ax.set_title(f"Per-image scores of the best entry: {_label(name)} ({scores.size} images)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
