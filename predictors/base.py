@@ -28,6 +28,10 @@ class Predictor:
 
     #: Whether :meth:`predict_batch` also returns prompt text.
     produces_text: ClassVar[bool] = False
+    #: False for predictors that never look at pixels: the runner then feeds row indices, not images.
+    reads_pixels: ClassVar[bool] = True
+    #: Device the runner asks for (``cpu``, ``cuda``, ``cuda:1``); None = CUDA when available.
+    device: str | None = None
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -41,6 +45,13 @@ class Predictor:
         if not self._ready:
             self.setup()
             self._ready = True
+
+    def prepare(self, image_set: Any) -> None:
+        """Called by the runner with the :class:`~promptblend.images.ImageSet` before predicting."""
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """Digests of inputs the config names only by path (a source file, an index), for the cache key."""
+        return {}
 
     def preprocess(self, image: Image.Image) -> Any:
         """One RGB image -> one model input (picklable); default: the image itself."""

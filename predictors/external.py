@@ -9,9 +9,13 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from typing import Any
+
 from promptblend.cli import entry_point
-from promptblend.errors import RunError
+from promptblend.errors import AlignmentError, ConfigError, RunError
 from promptblend.runs import Run, is_run, load_run, run_key, save_run
+
+from .base import Prediction, Predictor
 
 
 def read_external(src: str | Path) -> Run:
@@ -38,6 +42,56 @@ def import_external(src: str | Path, out_root: str | Path, name: str | None = No
     path = Path(out_root) / run_key(f"external-{label}", {"source": src.name}, digest)
     save_run(path, run)
     return run
+
+
+def source_digest(src: str | Path) -> str:
+    """Hash of a submission CSV's bytes, or of a run folder's ids and embeddings."""
+    src = Path(src)
+    files = [src / "ids.txt", src / "embeddings.npy"] if src.is_dir() else [src]
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class ExternalPredictor(Predictor):
+    """The ``external`` registry entry: rows of outside predictions (``source``) for the image set's ids."""
+
+    reads_pixels = False
+
+    def __init__(self, source: str | None = None) -> None:
+        super().__init__(source=source)
+        self.run: Run | None = None
+
+    def _source(self) -> Path:
+        if not self.params["source"]:
+            raise ConfigError("predictor 'external' needs source=<submission CSV or run folder>")
+        src = Path(self.params["source"]).expanduser()
+        if not src.exists():
+            raise RunError(f"external source not found: {src}")
+        return src
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """The source's content digest (a changed file is a new run)."""
+        return {"source": source_digest(self._source())}
+
+    def prepare(self, image_set) -> None:
+        """Read the source and line its rows up with the image set's ids."""
+        run = read_external(self._source())
+        have, want = set(run.ids), set(image_set.ids)
+        if have != want:
+            missing, extra = sorted(want - have), sorted(have - want)
+            raise AlignmentError(
+                f"external source {self.params['source']} does not match the image set {image_set.root}: "
+                f"{len(missing)} image ids missing (e.g. {missing[:3]}), {len(extra)} extra ids (e.g. {extra[:3]})"
+            )
+        self.run = run.select(image_set.ids)
+
+    def predict_batch(self, batch: list[int]) -> Prediction:
+        """Rows ``batch`` (image-set positions) of the aligned source."""
+        return Prediction(self.run.embeddings[batch])
 
 
 @entry_point

@@ -1,0 +1,139 @@
+"""CLIP Interrogator label banks: the phrases, their CLIP text embeddings cached on disk, chunked top-k.
+
+The banks are built as the ``clip-interrogator`` package builds them from its data files: flavors,
+mediums, movements as listed; artists as "by X" and "inspired by X"; trendings from a list of sites.
+Text embeddings are computed once per CLIP model and stored (float16, atomically) under
+``promptblend.runs.cache_dir()/clip-labels/<model key>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptblend import atomic
+from promptblend.errors import ConfigError
+
+from .clip import ClipBundle, embed_texts
+
+log = logging.getLogger(__name__)
+
+BANKS = ("artists", "flavors", "mediums", "movements", "trendings")
+SITES = (
+    "Artstation", "behance", "cg society", "cgsociety", "deviantart", "dribble", "flickr", "instagram", "pexels",
+    "pinterest", "pixabay", "pixiv", "polycount", "reddit", "shutterstock", "tumblr", "unsplash", "zbrush central",
+)
+
+
+def data_dir() -> Path:
+    """The ``clip_interrogator/data`` folder of the installed package (found without importing it)."""
+    spec = importlib.util.find_spec("clip_interrogator")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the clip-interrogator package (label banks) is not installed: pip install clip-interrogator")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _read_list(name: str) -> list[str]:
+    path = data_dir() / f"{name}.txt"
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [s for s in (line.strip() for line in lines) if s]
+
+
+def load_bank(name: str, limit: int | None = None) -> list[str]:
+    """The phrases of bank ``name`` (first ``limit`` source lines when given)."""
+    if name == "trendings":
+        sites = list(SITES[:limit])
+        return sites + [f"trending on {s}" for s in sites] + [f"featured on {s}" for s in sites] + [
+            f"{s} contest winner" for s in sites
+        ]
+    if name not in BANKS:
+        raise ConfigError(f"unknown label bank '{name}'; known: {', '.join(BANKS)}")
+    items = _read_list(name)[:limit]
+    if name == "artists":
+        return [f"by {a}" for a in items] + [f"inspired by {a}" for a in items]
+    return items
+
+
+def clip_model_key(bundle: ClipBundle) -> str:
+    """Identifies a CLIP model's weights: name + tag, a local file's identity, or a hash of random weights."""
+    if bundle.pretrained is None:
+        h = hashlib.sha256()
+        for t in bundle.model.state_dict().values():
+            h.update(t.detach().float().cpu().numpy().tobytes())
+        ident = f"random-{h.hexdigest()[:12]}"
+    elif Path(bundle.pretrained).is_file():
+        st = Path(bundle.pretrained).stat()
+        ident = hashlib.sha256(f"{Path(bundle.pretrained).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    else:
+        ident = bundle.pretrained
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{bundle.name}-{ident}")
+
+
+def label_embeddings(
+    bundle: ClipBundle, labels: list[str], bank: str, cache: str | Path | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """CLIP text embeddings (float16 unit rows) of ``labels``, from the disk cache or computed and stored."""
+    from promptblend.runs import cache_dir
+
+    digest = hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
+    path = Path(cache or cache_dir() / "clip-labels") / clip_model_key(bundle) / f"{bank}-{len(labels)}-{digest}.npy"
+    if path.is_file():
+        emb = atomic.load_npy(path)
+        if emb.shape[0] == len(labels):
+            return emb
+        log.warning("label cache %s has %d rows for %d labels; recomputing", path, emb.shape[0], len(labels))
+    log.info("embedding %d '%s' labels with %s (cached in %s)", len(labels), bank, bundle.name, path.parent)
+    emb = embed_texts(bundle, labels, batch_size=batch_size, progress=len(labels) > 4 * batch_size).astype(np.float16)
+    atomic.save_npy(path, emb)
+    return emb
+
+
+@dataclass
+class LabelBanks:
+    """All banks' phrases and embeddings in one matrix; ``spans[bank] = (start, stop)`` rows."""
+
+    labels: list[str]
+    embeds: np.ndarray
+    spans: dict[str, tuple[int, int]]
+
+    @classmethod
+    def build(cls, bundle: ClipBundle, limit: int | None = None, cache: str | Path | None = None) -> "LabelBanks":
+        """Load every bank's phrases and cached embeddings for ``bundle``."""
+        labels: list[str] = []
+        embeds, spans = [], {}
+        for bank in BANKS:
+            phrases = load_bank(bank, limit)
+            spans[bank] = (len(labels), len(labels) + len(phrases))
+            labels.extend(phrases)
+            embeds.append(label_embeddings(bundle, phrases, bank, cache))
+        return cls(labels, np.concatenate(embeds), spans)
+
+    def top(self, features: Any, k: int, bank: str | None = None, chunk_size: int = 2048) -> list[list[str]]:
+        """The ``k`` phrases (of ``bank``, or of all banks) closest to each row of ``features`` (B, D)."""
+        start, stop = self.spans[bank] if bank else (0, len(self.labels))
+        idx = top_k(features, self.embeds[start:stop], k, chunk_size)
+        return [[self.labels[start + int(i)] for i in row] for row in idx]
+
+
+def top_k(features: Any, embeds: np.ndarray, k: int, chunk_size: int = 2048) -> np.ndarray:
+    """Exact top-``k`` row indices of ``embeds`` by dot product with each feature row, ranked in chunks."""
+    import torch
+
+    k = min(k, len(embeds))
+    best_s = best_i = None
+    for start in range(0, len(embeds), chunk_size):
+        chunk = torch.from_numpy(np.asarray(embeds[start : start + chunk_size], dtype=np.float32)).to(features.device)
+        s = features.float() @ chunk.T
+        i = torch.arange(start, start + len(chunk), device=features.device).expand_as(s)
+        if best_s is not None:
+            s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+        best_s, pos = s.topk(min(k, s.shape[1]), dim=1)
+        best_i = i.gather(1, pos)
+    return best_i.cpu().numpy()

@@ -1,0 +1,328 @@
+"""Run a registered predictor over an image set into a cached, resumable run folder.
+
+``python -m predictors.run NAME --images DIR --out RUNS [--config FILE|key=value ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from promptblend.cli import entry_point
+from promptblend.errors import BadImageError, ConfigError
+from promptblend.images import ImageSet, open_image_set
+from promptblend.runs import Run, build_run, is_run, run_key
+
+from .base import Prediction, Predictor
+from .registry import create_predictor, get_predictor_config, list_predictors, resolve_params
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def default_workers() -> int:
+    """DataLoader workers: one fewer than the CPUs, at most 4."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+# ---------------------------------------------------------------- config parsing
+
+
+def _convert(key: str, text: str, default: Any) -> Any:
+    """Parse ``text`` with the type of the entry's default value."""
+    if default is None:  # untyped: JSON when it parses (numbers, null, lists), else the raw string
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return None if text.lower() == "none" else text
+    try:
+        if isinstance(default, bool):
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"expected true/false, got {text!r}")
+            return low in ("true", "1", "yes")
+        if isinstance(default, (int, float)):
+            return type(default)(text)
+        if isinstance(default, (list, dict)):
+            value = json.loads(text)
+            if not isinstance(value, type(default)):
+                raise ValueError(f"expected a JSON {type(default).__name__}")
+            return value
+        return text
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"config {key}={text!r}: {e}") from e
+
+
+def parse_config(name: str, items: Iterable[str] = ()) -> dict[str, Any]:
+    """Overrides from ``key=value`` strings and JSON files, typed like the entry's defaults.
+
+    A JSON file holds ``{key: value}`` or a whole entry with ``"params"``. Unknown keys raise
+    :class:`ConfigError`.
+    """
+    defaults = get_predictor_config(name).get("params", {})
+    overrides: dict[str, Any] = {}
+    for item in items:
+        if "=" in item:
+            key, _, text = item.partition("=")
+            key = key.strip()
+            if key not in defaults:
+                resolve_params(name, {key: None})  # raises the registry's ConfigError
+            overrides[key] = _convert(key, text, defaults[key])
+        else:
+            path = Path(item)
+            if not path.is_file():
+                raise ConfigError(f"--config {item!r} is neither key=value nor an existing JSON file")
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"config file {path} is not valid JSON: {e}") from e
+            data = data.get("params", data) if isinstance(data, dict) else data
+            if not isinstance(data, dict):
+                raise ConfigError(f"config file {path} must hold a JSON object of settings")
+            overrides.update(data)
+    resolve_params(name, overrides)  # unknown keys -> ConfigError
+    return overrides
+
+
+# ---------------------------------------------------------------- batching
+
+
+@dataclass
+class _Bad:
+    """A decoding failure carried out of a DataLoader worker (exceptions lose their fields there)."""
+
+    path: str
+    reason: str
+
+
+class _ImageDataset:
+    """Decode + preprocess row ``i`` (runs in DataLoader workers)."""
+
+    def __init__(self, image_set: ImageSet, predictor: Predictor) -> None:
+        self.image_set, self.predictor = image_set, predictor
+
+    def __len__(self) -> int:
+        return len(self.image_set)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        if not self.predictor.reads_pixels:
+            return i, i
+        try:
+            return i, self.predictor.preprocess(self.image_set.load(i))
+        except BadImageError as e:
+            return i, _Bad(str(e.path), e.reason)
+
+
+class _Collate:
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def __call__(self, items: list[tuple[int, Any]]) -> Any:
+        bad = next((x for _, x in items if isinstance(x, _Bad)), None)
+        if bad is not None:
+            return bad
+        return [i for i, _ in items], self.predictor.collate([x for _, x in items])
+
+
+class BatchStream:
+    """Rows ``start:stop`` of an image set's predictions, fed by one DataLoader that runs ahead.
+
+    :meth:`rows` is the ``compute`` callback of :func:`promptblend.runs.build_run`: consecutive
+    requests share one DataLoader (workers decode and preprocess while the model predicts); a
+    request that skips rows (shards finished before a resume) restarts it where asked.
+    """
+
+    def __init__(
+        self, predictor: Predictor, image_set: ImageSet, batch_size: int, workers: int, progress: bool = True
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.predictor, self.image_set = predictor, image_set
+        self.batch_size, self.workers = max(1, batch_size), max(0, workers)
+        self._iter = None
+        self._pos = 0  # first row held in the buffer / next row to come
+        self._emb: list[np.ndarray] = []
+        self._prompts: list[str] = []
+        self._held = 0
+        self._bar = tqdm(total=len(image_set), desc=getattr(predictor, "name", "predict"), unit="img", disable=not progress)
+
+    def _restart(self, start: int) -> None:
+        import torch
+        from torch.utils.data import DataLoader
+
+        n = len(self.image_set)
+        batches = [list(range(s, min(s + self.batch_size, n))) for s in range(start, n, self.batch_size)]
+        loader = DataLoader(
+            _ImageDataset(self.image_set, self.predictor),
+            batch_sampler=batches,
+            num_workers=self.workers,
+            collate_fn=_Collate(self.predictor),
+            pin_memory=torch.cuda.is_available() and str(self.predictor.device or "cuda").startswith("cuda"),
+            prefetch_factor=4 if self.workers else None,
+        )
+        self._iter = iter(loader)
+        self._pos, self._emb, self._prompts, self._held = start, [], [], 0
+
+    def _pull(self) -> None:
+        import torch
+
+        item = next(self._iter)
+        if isinstance(item, _Bad):
+            self.close()
+            raise BadImageError(item.path, item.reason)
+        rows, batch = item
+        with torch.inference_mode():
+            pred: Prediction = self.predictor.predict_batch(batch)
+        emb = np.asarray(pred.embeddings, dtype=np.float32)
+        if emb.shape[0] != len(rows):
+            raise ConfigError(f"{self.predictor.name}: predict_batch returned {emb.shape[0]} rows for {len(rows)} images")
+        self._emb.append(emb)
+        if pred.prompts is not None:
+            self._prompts.extend(pred.prompts)
+        self._held += len(rows)
+        self._bar.update(len(rows))
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
+        """Predictions for rows ``start:stop`` (called in increasing order)."""
+        if self._iter is None or start != self._pos:
+            if start > self._bar.n:
+                self._bar.update(start - self._bar.n)
+            self._restart(start)
+        while self._held < stop - start:
+            self._pull()
+        emb = np.concatenate(self._emb)
+        take = stop - start
+        out_emb, rest = emb[:take], emb[take:]
+        out_prompts = self._prompts[:take] if self.predictor.produces_text else None
+        self._emb = [rest] if len(rest) else []
+        self._prompts = self._prompts[take:]
+        self._held -= take
+        self._pos = stop
+        return out_emb, out_prompts
+
+    def close(self) -> None:
+        """Stop the workers and the progress bar."""
+        self._iter = None
+        self._bar.close()
+
+
+def predict_image_set(
+    predictor: Predictor,
+    image_set: ImageSet,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Prediction:
+    """Predict a whole image set in memory with the batched pipeline (no run folder, no cache)."""
+    predictor.ensure_setup()
+    predictor.prepare(image_set)
+    stream = BatchStream(predictor, image_set, batch_size, default_workers() if workers is None else workers, progress)
+    try:
+        emb, prompts = stream.rows(0, len(image_set))
+    finally:
+        stream.close()
+    return Prediction(emb, prompts)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def run_predictor(
+    name: str,
+    images: str | Path | ImageSet,
+    out: str | Path,
+    config: dict[str, Any] | None = None,
+    *,
+    skip_bad: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    device: str | None = None,
+    shard_size: int = 256,
+    progress: bool = True,
+) -> Run:
+    """Run predictor ``name`` (registry entry, ``config`` overrides) over an image folder into ``out``.
+
+    The cache key is the name + resolved config (+ digests of files it names, see
+    :meth:`Predictor.cache_inputs`) + image-set fingerprint: an existing run is returned
+    as is. Otherwise models are built (a missing model raises :class:`ModelNotFoundError` before any
+    shard is written), images are decoded and preprocessed in DataLoader workers, and each shard of
+    ``shard_size`` rows is written atomically, so a killed run resumes. A corrupt image raises
+    :class:`BadImageError` naming it (finished shards stay for the resume) unless ``skip_bad``.
+    Keep ``shard_size`` the same when resuming into the same ``out``.
+    """
+    overrides = dict(config or {})
+    params = resolve_params(name, overrides)
+    image_set = images if isinstance(images, ImageSet) else open_image_set(images, skip_bad=skip_bad)
+    fingerprint = image_set.fingerprint()
+    predictor = create_predictor(name, **overrides)
+    predictor.device = device
+    inputs = predictor.cache_inputs()
+    key_config = {**params, "_inputs": inputs} if inputs else params
+    extra_meta: dict[str, Any] = {"batch_size": batch_size}
+    if image_set.skipped:
+        extra_meta["skipped"] = [[str(p), why] for p, why in image_set.skipped]
+    stream = None
+    if not is_run(Path(out) / run_key(name, key_config, fingerprint)):
+        t0 = time.perf_counter()
+        predictor.ensure_setup()
+        predictor.prepare(image_set)
+        extra_meta.update(setup_s=round(time.perf_counter() - t0, 3), device=_device_name(predictor))
+        log.info("%s ready in %.1f s", name, extra_meta["setup_s"])
+        stream = BatchStream(predictor, image_set, batch_size, default_workers() if workers is None else workers, progress)
+
+    def compute(start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
+        return stream.rows(start, stop)
+
+    try:
+        return build_run(
+            out, name, key_config, image_set.ids, fingerprint, compute, shard_size=shard_size, extra_meta=extra_meta,
+            progress=False,
+        )
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _device_name(predictor: Predictor) -> str:
+    import torch
+
+    return predictor.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run a predictor over an image folder."""
+    ap = argparse.ArgumentParser(prog="python -m predictors.run", description=__doc__.splitlines()[0])
+    ap.add_argument("name", help=f"registered predictor ({', '.join(list_predictors())})")
+    ap.add_argument("--images", required=True, help="image folder (id = file stem)")
+    ap.add_argument("--out", required=True, help="runs folder (one sub-folder per run)")
+    ap.add_argument("--config", nargs="+", action="extend", default=[], metavar="FILE|KEY=VALUE",
+                    help="overrides of the entry's params: key=value pairs or JSON files")
+    ap.add_argument("--skip-bad", action="store_true", help="drop undecodable images (listed in meta.json)")
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    ap.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {default_workers()})")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    overrides = parse_config(args.name, args.config)
+    t0 = time.perf_counter()
+    run = run_predictor(
+        args.name, args.images, args.out, overrides, skip_bad=args.skip_bad, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, progress=not args.quiet,
+    )
+    status = "cache hit" if run.meta.get("cache_hit") else "computed"
+    print(f"{run.path} ({len(run)} images, {status} in {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

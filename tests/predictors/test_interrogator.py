@@ -1,0 +1,89 @@
+"""clip-interrogator: label banks as the package builds them, cached label embeddings, exact chunked
+ranking, the three modes; captioner: query handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from predictors.captioner import strip_query
+from predictors.interrogator_labels import BANKS, LabelBanks, load_bank, top_k
+from predictors.registry import create_predictor
+from promptblend.errors import ConfigError
+
+
+def test_banks_match_the_package_data():
+    assert len(load_bank("flavors")) > 100_000 and len(load_bank("mediums")) >= 90
+    artists = load_bank("artists", limit=3)
+    assert len(artists) == 6 and artists[0].startswith("by ") and artists[3].startswith("inspired by ")
+    assert "trending on Artstation" in load_bank("trendings") and len(load_bank("trendings")) == 72
+    with pytest.raises(ConfigError):
+        load_bank("colours")
+
+
+def test_top_k_is_exact_across_chunks():
+    rng = np.random.default_rng(0)
+    embeds = rng.normal(size=(1000, 16)).astype(np.float16)
+    feats = torch.from_numpy(rng.normal(size=(3, 16)).astype(np.float32))
+    want = np.argsort(-(feats.numpy() @ embeds.astype(np.float32).T), axis=1)[:, :7]
+    np.testing.assert_array_equal(top_k(feats, embeds, 7, chunk_size=64), want)
+
+
+@pytest.fixture(scope="module")
+def label_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("labels")
+
+
+@pytest.fixture(scope="module")
+def interrogator(label_cache):
+    p = create_predictor("clip-interrogator-tiny", label_limit=50, label_cache=str(label_cache))
+    p.ensure_setup()
+    return p
+
+
+def test_label_embeddings_cached_on_disk(interrogator, label_cache):
+    files = sorted(label_cache.rglob("*.npy"))
+    assert {f.name.split("-")[0] for f in files} >= set(BANKS)
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    again = LabelBanks.build(interrogator.clip, limit=50, cache=label_cache)
+    after = {f: f.stat().st_mtime_ns for f in sorted(label_cache.rglob("*.npy"))}
+    assert after == stamps, "the second build reads the cache and writes nothing"
+    np.testing.assert_array_equal(again.embeds, interrogator.banks.embeds)
+
+
+def test_modes(interrogator, mixed_images):
+    from promptblend.images import open_image_set
+
+    s = open_image_set(mixed_images)
+    clip_pixels, blip_pixels = interrogator.collate([interrogator.preprocess(s.load(i)) for i in range(3)])
+    from predictors.clip import embed_images
+
+    feats = torch.from_numpy(embed_images(interrogator.clip, clip_pixels))
+    captions = interrogator.captioner.generate(blip_pixels, max_new_tokens=6, min_new_tokens=2)
+    labels = set(interrogator.banks.labels)
+    fast = interrogator.fast(feats, captions)
+    classic = interrogator.classic(feats, captions)
+    for cap, f, c in zip(captions, fast, classic):
+        assert f.startswith(cap) and c.startswith(cap)
+        assert all(part in labels for part in f[len(cap) + 2:].split(", ") if part)
+        chain = interrogator.chain(feats[0], cap)
+        assert chain.startswith(cap)
+    for mode in ("best", "fast", "classic"):
+        interrogator.params["mode"] = mode
+        assert len(interrogator.interrogate(feats, captions)) == 3
+    with pytest.raises(ConfigError, match="mode"):
+        create_predictor("clip-interrogator-tiny", mode="slow")
+
+
+def test_captioner_query(mixed_images):
+    from promptblend.images import open_image_set
+
+    assert strip_query("A picture of a cat", "a picture of") == "a cat"
+    assert strip_query("a cat", "What does the image describe?") == "a cat"
+    p = create_predictor("captioner-tiny", query="a picture of", max_new_tokens=5)
+    s = open_image_set(mixed_images)
+    emb = p.predict([s.load(0), s.load(1)])
+    assert emb.shape == (2, 384)
+    texts = p.caption(p.collate([p.preprocess(s.load(0))]))
+    assert texts[0] and not texts[0].lower().startswith("a picture of")
