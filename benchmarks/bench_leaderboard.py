@@ -61,8 +61,9 @@ def main() -> None:
     sim.rank_distribution("private"), sim.p_first("private"), sim.shakeup(), sim.ci(), sim.board_range("private")
     t_sim = time.perf_counter() - t0
     fast = t_score + t_sim
-    print(f"vectorised: score entries once {t_score:.2f} s + {args.splits} splits & bootstrap {t_sim:.2f} s "
-          f"= {fast:.2f} s (goal <= 10 s)")
+    verdict = "meets" if fast <= 10 else "MISSES"
+    print(f"vectorised: score entries once {t_score:.2f} s (includes building each entry's rows, as loading a run "
+          f"would) + {args.splits} splits & bootstrap & rank summaries {t_sim:.2f} s = {fast:.2f} s ({verdict} the 10 s goal)")
 
     # the same first splits computed directly, to show the fast path is the same arithmetic
     n = args.images

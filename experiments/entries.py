@@ -23,6 +23,7 @@ from promptblend.runs import Run, config_hash, is_run, load_run
 log = logging.getLogger(__name__)
 
 BLEND_FILES = ("best.json", "submission.csv")
+VOLATILE_BEST_KEYS = ("created", "wall_s", "wall_time_s", "storage", "studies", "out")
 KINDS = ("run", "blend", "submission")
 COSINE_CHUNK = 2048
 
@@ -100,8 +101,19 @@ def entry_from_run(run: Run | str | Path, name: str | None = None) -> Entry:
 
 
 def is_blend(path: str | Path) -> bool:
-    """Whether ``path`` is a tuned-blend folder (``best.json`` + ``submission.csv``)."""
-    return all((Path(path) / f).is_file() for f in BLEND_FILES)
+    """Whether ``path`` is a tuned-blend folder (``best.json`` + its submission CSV)."""
+    return (Path(path) / "best.json").is_file() and _blend_submission(Path(path)).is_file()
+
+
+def _blend_submission(folder: Path) -> Path:
+    """``submission.csv``, or the file ``best.json`` names under ``submission`` when that exists."""
+    try:
+        named = json.loads((folder / "best.json").read_text(encoding="utf-8")).get("submission")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if isinstance(named, str) and named and Path(named).name == named and (folder / named).is_file():
+        return folder / named
+    return folder / "submission.csv"
 
 
 def read_best(path: str | Path) -> dict:
@@ -140,11 +152,11 @@ def entry_from_blend(path: str | Path, name: str | None = None) -> Entry:
     if not is_blend(path):
         raise RunError(f"{path} is not a tuned blend (needs {' and '.join(BLEND_FILES)})")
     best = read_best(path / "best.json")
-    sub = path / "submission.csv"
+    sub = _blend_submission(path)
     meta = {
         "predictor": "blend",
-        "config_hash": config_hash({k: v for k, v in best.items() if k not in ("created", "wall_time_s")}),
-        "wall_time_s": best.get("wall_time_s"),
+        "config_hash": config_hash({k: v for k, v in best.items() if k not in VOLATILE_BEST_KEYS}),
+        "wall_time_s": best.get("wall_time_s", best.get("wall_s")),
         "created": best.get("created") or _mtime(sub),
         "weights": best.get("weights"),
     }

@@ -112,7 +112,8 @@ def print_report(
         if r["overfit"] is not None:
             console.print(
                 f"tuning honesty, {r['name']}: in-sample {r['in_sample']:.5f} vs out-of-fold {r['out_of_fold']:.5f} "
-                f"-> {r['overfit']:+.5f} of the in-sample score is over-fitting; scored here {r['score']:.5f}"
+                f"-> {r['overfit']:+.5f} of the in-sample score is over-fitting; on unseen images expect about "
+                f"{r['out_of_fold']:.5f} (scored here {r['score']:.5f}: in-sample if it was tuned on these images)"
             )
     if comparison is not None:
         c = comparison

@@ -112,3 +112,19 @@ def test_duplicate_names(folder):
 def test_tuning_summary_ignores_missing_or_odd_keys():
     assert tuning_summary({"weights": [0.5]}) == {}
     assert tuning_summary({"in_sample": 0.6, "fold_scores": ["x"]}) == {"in_sample": 0.6}
+
+
+def test_blend_as_written_by_the_tuner(tmp_path):
+    """``ensemble.tune`` writes ``wall_s`` and names its submission file in best.json."""
+    truth = truth_run(20)
+    folder = tmp_path / "tune-out"
+    write_submission(folder / "blend.csv", truth.ids, truth.embeddings)
+    best = {"weights": {"a": 1.0}, "in_sample": 0.9, "out_of_fold": 0.85, "wall_s": 12.5, "submission": "blend.csv"}
+    (folder / "best.json").write_text(json.dumps(best))
+    (entry,) = find_entries(tmp_path)
+    assert entry.kind == "blend" and entry.name == "tune-out" and entry.wall_time_s == 12.5
+    assert score_entries([entry], truth).scores.mean() == pytest.approx(1.0, abs=1e-6)
+    (folder / "best.json").write_text("[1, 2]")
+    (folder / "blend.csv").rename(folder / "submission.csv")
+    with pytest.raises(RunError, match="JSON object"):
+        find_entries(tmp_path)
