@@ -1,0 +1,100 @@
+"""Tune an Optuna blend of runs with grouped nested CV: ``python -m ensemble.tune --runs RUNS --truth CSV``.
+
+With no ``--runs`` it runs the built-in demo end to end. Outputs in ``--out``: best.json,
+mean_vector.npy, submission.csv, folds.csv, history.png, weights.png, folds.png and (by default) optuna.db.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from promptblend.cli import entry_point
+from promptblend.errors import ConfigError
+from promptblend.runs import Run, is_run, list_runs, load_run
+
+from .search import list_samplers
+from .tuner import TuneResult, tune
+
+__all__ = ["main", "tune", "TuneResult", "load_runs", "load_truth"]
+
+
+def load_runs(paths: list[str]) -> list[Run]:
+    """Runs from folders that are runs or hold runs."""
+    found = [p for path in paths for p in list_runs(path)]
+    if not found:
+        raise ConfigError(f"no runs found in {', '.join(paths)}")
+    return [load_run(p) for p in found]
+
+
+def load_truth(path: str) -> Run:
+    """The truth: a prompts.csv (embedded with the scoring model, cached) or a run folder of truth embeddings."""
+    if is_run(path):
+        return load_run(path)
+    from .truth import truth_run
+
+    return truth_run(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept apart so --help can be tested)."""
+    ap = argparse.ArgumentParser(prog="python -m ensemble.tune", description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", help="run folders, or folders holding runs (none: run the built-in demo)")
+    ap.add_argument("--truth", help="prompts.csv (imgId,prompt) or a run folder of truth embeddings")
+    ap.add_argument("--trials", type=int, default=500, help="trials per study (default 500)")
+    ap.add_argument("--folds", type=int, default=5, help="outer CV folds grouped by prompt similarity; 0 skips CV")
+    ap.add_argument("--sampler", default="tpe", choices=list_samplers(), help="Optuna sampler (default tpe)")
+    ap.add_argument("--storage", help="sqlite:///FILE, FILE.journal or postgresql://... (default: SQLite in --out)")
+    ap.add_argument("--study", default="blend", help="study name prefix; reuse it to resume or to join from another host")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes on the studies (several need a journal or PostgreSQL)")
+    ap.add_argument("--out", default="tune-out", help="output folder (default ./tune-out)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--intersect", action="store_true", help="use the ids all runs and the truth share")
+    ap.add_argument("--mean", default="truth", choices=["truth", "bank", "none"], help="mean vector source")
+    ap.add_argument("--index", help="prompt-bank index folder: enables snap-to-bank (and --mean bank)")
+    ap.add_argument("--normalise", default="search", choices=["search", "on", "off"], help="per-run L2 normalisation")
+    ap.add_argument("--group-threshold", type=float, default=0.7, help="prompt cosine that ties images into one CV group")
+    ap.add_argument("--test-runs", nargs="+", help="runs of a test image set to write submission.csv for")
+    ap.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats (PostgreSQL)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    args = build_parser().parse_args(argv)
+    if not args.runs:
+        try:
+            from experiments.demo import run_demo
+        except ImportError as e:
+            raise ConfigError(f"the built-in demo (experiments.demo) is not available: {e}; pass --runs and --truth") from e
+        run_demo(out=Path(args.out))
+        return 0
+    if not args.truth:
+        raise ConfigError("--truth is required with --runs")
+    tune(
+        load_runs(args.runs),
+        load_truth(args.truth),
+        args.out,
+        trials=args.trials,
+        folds=args.folds,
+        sampler=args.sampler,
+        storage=args.storage,
+        study=args.study,
+        workers=args.workers,
+        seed=args.seed,
+        mean_vector=args.mean,
+        normalise={"search": None, "on": True, "off": False}[args.normalise],
+        index=args.index,
+        intersect=args.intersect,
+        group_threshold=args.group_threshold,
+        test_runs=load_runs(args.test_runs) if args.test_runs else None,
+        heartbeat=args.heartbeat,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The sufficient-statistics objective equals the direct blend-and-score, and its gradient is right."""
+
+import numpy as np
+import pytest
+
+from ensemble.objective import BlendObjective, direct_cosines, mean_stats, raw_stats
+from ensemble.optimum import gradient_optimum
+from ensemble.synthetic import synthetic_problem
+
+
+@pytest.fixture(scope="module")
+def problem():
+    runs, truth = synthetic_problem(500, 4, seed=3)
+    stack = np.stack([r.embeddings for r in runs])
+    stack[1, 7] = 0.0  # a run with an empty row must not break anything
+    y = truth.embeddings
+    mu = y[:250].mean(axis=0)
+    mu = mu / np.linalg.norm(mu)
+    return stack, y, mu
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+@pytest.mark.parametrize("with_mean", [True, False])
+def test_objective_equals_direct_computation(problem, normalise, with_mean):
+    stack, y, mu = problem
+    obj = BlendObjective(raw_stats(stack, y), normalise, mean_stats(stack, y, mu) if with_mean else None)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        c = rng.uniform(0, 1, size=5)
+        direct = direct_cosines(stack, y, c, normalise, mu if with_mean else None)
+        assert np.abs(obj.cosines(c) - direct).max() < 1e-9
+        assert abs(obj(c) - direct.mean()) < 1e-9
+
+
+def test_subset_statistics_match_subset_data(problem):
+    stack, y, mu = problem
+    rows = np.arange(100, 300)
+    obj = BlendObjective(raw_stats(stack, y).take(rows), True, mean_stats(stack, y, mu).take(rows))
+    c = np.array([1.0, 0.5, 0.2, 0.1, 0.3])
+    assert abs(obj(c) - direct_cosines(stack[:, rows], y[rows], c, True, mu).mean()) < 1e-9
+
+
+def test_gradient_matches_finite_differences(problem):
+    stack, y, mu = problem
+    obj = BlendObjective(raw_stats(stack, y), False, mean_stats(stack, y, mu))
+    c = np.array([0.9, 0.4, 0.3, 0.2, 0.5])
+    value, grad = obj.value_and_grad(c)
+    assert value == pytest.approx(obj(c), abs=1e-12)
+    eps = 1e-6
+    fd = [(obj(c + eps * e) - obj(c - eps * e)) / (2 * eps) for e in np.eye(5)]
+    np.testing.assert_allclose(grad, fd, atol=1e-7)
+
+
+def test_gradient_optimum_beats_random_blends_and_is_stationary(problem):
+    stack, y, mu = problem
+    obj = BlendObjective(raw_stats(stack, y), True, mean_stats(stack, y, mu))
+    c, value = gradient_optimum(obj)
+    assert c.max() == pytest.approx(1.0) and c.min() >= 0
+    assert value == pytest.approx(obj(c), abs=1e-12)
+    rng = np.random.default_rng(1)
+    assert all(obj(rng.uniform(0, 1, 5)) <= value + 1e-12 for _ in range(200))
+    _, grad = obj.value_and_grad(c)
+    interior = (c > 1e-6) & (c < 1 - 1e-6)
+    assert np.abs(grad[interior]).max() < 1e-6  # KKT: zero gradient off the bounds

@@ -1,0 +1,163 @@
+"""ensemble.tune end to end on small synthetic runs: outputs, nested CV, resume, CLI."""
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ensemble import search
+from ensemble.blend import apply_blend, load_params
+from ensemble.objective import direct_cosines
+from ensemble.submission import read_submission
+from ensemble.synthetic import synthetic_problem
+from ensemble.tune import main
+from ensemble.tuner import tune
+from promptblend.runs import Run, save_run
+from promptblend.vectors import l2_normalise
+
+N, K, TRIALS, FOLDS = 240, 3, 10, 2
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return synthetic_problem(N, K, seed=7)
+
+
+@pytest.fixture(scope="module")
+def tuned(problem, tmp_path_factory):
+    runs, truth = problem
+    out = tmp_path_factory.mktemp("tune")
+    return tune(runs, truth, out, trials=TRIALS, folds=FOLDS, seed=1, progress=False), out
+
+
+def _study(out, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}")
+
+
+def test_outputs_are_written(tuned, problem):
+    result, out = tuned
+    runs, truth = problem
+    doc = json.loads((out / "best.json").read_text())
+    for key in ("weights", "in_sample", "out_of_fold", "fold_scores", "gradient_gap", "normalise", "mean_weight"):
+        assert key in doc
+    assert set(doc["weights"]) == {"run0", "run1", "run2"} and max(doc["weights"].values()) == pytest.approx(1.0)
+    assert len(doc["fold_scores"]) == FOLDS
+    for png in ("history.png", "weights.png", "folds.png"):
+        assert (out / png).stat().st_size > 5000
+    ids, emb = read_submission(out / "submission.csv")
+    assert ids == runs[0].ids
+    score = float(np.einsum("ij,ij->i", emb.astype(np.float64), truth.embeddings).mean())
+    assert score == pytest.approx(result.in_sample, abs=1e-5)
+    np.testing.assert_allclose(apply_blend(load_params(out), runs), emb, atol=1e-5)
+
+
+def test_tuned_result_reaches_the_gradient_optimum(tuned):
+    result, _ = tuned
+    assert result.in_sample >= result.gradient_optimum - 1e-5
+    assert abs(result.gradient_gap) <= 1e-5
+    assert result.in_sample > max(result.single_scores.values())
+
+
+def test_nested_cv_is_grouped_and_honest(tuned, problem):
+    result, out = tuned
+    runs, truth = problem
+    rows = np.loadtxt(out / "folds.csv", delimiter=",", skiprows=1, dtype=str)
+    assert rows[:, 0].tolist() == runs[0].ids
+    fold, group = rows[:, 1].astype(int), rows[:, 2].astype(int)
+    for g in np.unique(group):
+        assert len(set(fold[group == g])) == 1
+    stack = np.stack([r.embeddings for r in runs])
+    y = l2_normalise(truth.embeddings)  # the tuner re-normalises the truth rows
+    pooled = np.zeros(N)
+    for f in range(FOLDS):
+        train, test = fold != f, fold == f
+        st = _study(out, f"blend-fold{f}")
+        best = max((t for t in st.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+        c, norm = search.decode(best.params, ["run0", "run1", "run2"], True, None)
+        # the mean vector comes from the training folds only (unit, float32 as saved)
+        mu = l2_normalise(y[train].mean(axis=0, dtype=np.float64)[None])[0]
+        assert best.value == pytest.approx(direct_cosines(stack[:, train], y[train], c, norm, mu).mean(), abs=1e-9)
+        pooled[test] = direct_cosines(stack[:, test], y[test], c, norm, mu)
+        assert result.fold_scores[f] == pytest.approx(pooled[test].mean(), abs=1e-9)
+    assert result.out_of_fold == pytest.approx(pooled.mean(), abs=1e-9)
+
+
+def test_study_resumes_and_requeues_a_killed_trial(problem, tmp_path):
+    runs, truth = problem
+    tune(runs, truth, tmp_path, trials=6, folds=0, progress=False, report=False)
+    st = _study(tmp_path, "blend-final")
+    assert len(st.trials) == 6 and st.trials[0].user_attrs["source"] == "gradient"
+    orphan = st.ask()  # what a process killed mid-trial leaves behind
+    w0 = orphan.suggest_float("w[run0]", 0, 1)
+    tune(runs, truth, tmp_path, trials=9, folds=0, progress=False, report=False)
+    st = _study(tmp_path, "blend-final")
+    states = [t.state for t in st.trials]
+    assert states.count(TrialState.COMPLETE) == 9 and TrialState.RUNNING not in states
+    assert st.trials[orphan.number].state == TrialState.FAIL
+    retried = [t for t in st.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE and retried[0].params["w[run0]"] == w0
+    tune(runs, truth, tmp_path, trials=9, folds=0, progress=False, report=False)  # nothing left to do
+    assert len(_study(tmp_path, "blend-final").trials) == len(st.trials)
+    assert sum(t.user_attrs.get("source") == "gradient" for t in st.trials) == 1
+
+
+def test_resume_with_other_data_is_refused(problem, tmp_path):
+    runs, truth = problem
+    tune(runs, truth, tmp_path, trials=3, folds=0, progress=False, report=False)
+    other = [Run(r.ids, r.embeddings[::-1].copy(), dict(r.meta)) for r in runs]
+    from promptblend.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="other data"):
+        tune(other, truth, tmp_path, trials=3, folds=0, progress=False, report=False)
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "random"])
+def test_other_samplers(problem, tmp_path, sampler):
+    runs, truth = problem
+    result = tune(runs, truth, tmp_path, trials=8, folds=0, sampler=sampler, normalise=True, progress=False, report=False)
+    assert result.sampler == sampler and result.params.normalise is True
+    assert len(_study(tmp_path, "blend-final").trials) == 8
+
+
+def test_cli_runs_and_rejects_bad_input(problem, tmp_path, capsys):
+    runs, truth = problem
+    for r in runs:
+        save_run(tmp_path / "runs" / r.name, r)
+    save_run(tmp_path / "truth", truth)
+    code = main(["--runs", str(tmp_path / "runs"), "--truth", str(tmp_path / "truth"), "--trials", "4",
+                 "--folds", "2", "--out", str(tmp_path / "out"), "--no-progress", "--normalise", "on"])
+    assert code == 0
+    assert "out-of-fold" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "best.json").read_text())["normalise"] is True
+    (tmp_path / "empty").mkdir()
+    assert main(["--runs", str(tmp_path / "empty"), "--truth", str(tmp_path / "truth")]) == 2
+    assert "no runs found" in capsys.readouterr().err
+    assert main(["--runs", str(tmp_path / "runs" / "run0"), "--truth", str(tmp_path / "truth")]) == 2
+    assert "at least 2 runs" in capsys.readouterr().err
+    assert main(["--runs", str(tmp_path / "runs")]) == 2
+    assert main(["--runs", str(tmp_path / "runs"), "--truth", str(tmp_path / "truth"), "--storage", "redis://x"]) == 2
+    assert "unsupported --storage" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+
+
+def test_snap_to_bank_threshold_is_tuned_and_applied(problem, tmp_path):
+    runs, truth = problem
+    rng = np.random.default_rng(0)
+    # a bank that holds the exact prompts of half the images, plus unrelated prompts
+    values = np.concatenate([truth.embeddings[: N // 2], l2_normalise(rng.normal(size=(200, 384)))]).astype(np.float32)
+    (tmp_path / "bank").mkdir()
+    np.save(tmp_path / "bank" / "values.npy", values)
+    result = tune(runs, truth, tmp_path / "out", trials=4, folds=2, index=tmp_path / "bank", progress=False, report=False)
+    assert result.snap["threshold"] is not None and result.snap["n_snapped"] > 0
+    assert result.snap["in_sample_gain"] > 0 and result.in_sample > result.gradient_optimum
+    assert result.out_of_fold > result.gradient_optimum - 0.05
+    _, emb = read_submission(tmp_path / "out" / "submission.csv")
+    score = float(np.einsum("ij,ij->i", emb.astype(np.float64), l2_normalise(truth.embeddings)).mean())
+    assert score == pytest.approx(result.in_sample, abs=1e-5)
+    params = load_params(tmp_path / "out")
+    assert params.bank == str(tmp_path / "bank")
+    np.testing.assert_allclose(apply_blend(params, runs), emb, atol=1e-5)

@@ -1,0 +1,88 @@
+"""Distributed studies: worker processes share one study; a SIGKILLed worker loses no trial.
+
+The PostgreSQL test needs a server: set PROMPTBLEND_TEST_PG_URL=postgresql://user@host:port/db.
+"""
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import uuid
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from ensemble import search
+from ensemble.objective import raw_stats
+from ensemble.synthetic import synthetic_problem
+from ensemble.tuner import Job, _work, tune
+
+PG_URL = os.environ.get("PROMPTBLEND_TEST_PG_URL")
+N_TRIALS = 30
+
+
+def _running_trial_of(study, pid):
+    tag = f":{pid}"
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if str(t.user_attrs.get("worker", "")).endswith(tag)]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="PROMPTBLEND_TEST_PG_URL is not set")
+def test_three_workers_one_killed_no_trial_lost_or_duplicated(tmp_path):
+    runs, truth = synthetic_problem(2000, 4, seed=11)
+    stack = np.stack([r.embeddings for r in runs])
+    raw = raw_stats(stack, truth.embeddings)
+    spec = search.storage_spec(PG_URL, tmp_path, workers=3, heartbeat=1)
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    job = Job(name, np.arange(2000), None, [r.name for r in runs], None, N_TRIALS)
+    study = search.open_study(spec, name)  # created once, before the workers start
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_work, args=(spec, [job], raw, "tpe", 0, w)) for w in range(3)]
+    for p in procs:
+        p.start()
+    victim = procs[0]
+    deadline = time.time() + 240
+    killed_trial = None
+    while killed_trial is None:
+        assert time.time() < deadline, "the victim never ran a trial"
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if done >= 5 and victim.is_alive():
+            os.kill(victim.pid, signal.SIGSTOP)  # freeze it, then kill it only in the middle of a trial
+            mine = _running_trial_of(study, victim.pid)
+            if mine:
+                os.kill(victim.pid, signal.SIGKILL)
+                killed_trial = mine[0].number
+            else:
+                os.kill(victim.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    for p in procs[1:]:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    victim.join(timeout=10)
+    assert victim.exitcode == -signal.SIGKILL
+
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials)))  # no duplicated trial numbers
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert N_TRIALS <= len(complete) <= N_TRIALS + 2  # at most workers-1 over, from racing starts
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [killed_trial]  # only the killed one failed...
+    retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed_trial]
+    assert len(retries) == 1 and retries[0].params.items() >= failed[0].params.items()  # ...and was rerun
+    keys = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(keys)) == len(keys)  # no trial evaluated twice
+    assert {t.user_attrs["worker"].split(":")[-1] for t in complete} >= {str(p.pid) for p in procs[1:]}
+
+
+def test_local_workers_share_a_journal_study(tmp_path):
+    runs, truth = synthetic_problem(300, 3, seed=2)
+    result = tune(runs, truth, tmp_path, trials=12, folds=2, workers=2, progress=False, report=False)
+    assert result.storage.endswith("optuna.journal")
+    study = search.open_study(search.storage_spec(None, tmp_path, workers=2), "blend-final")
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert 12 <= states.count(TrialState.COMPLETE) <= 13 and TrialState.RUNNING not in states
+    assert len({t.user_attrs["worker"] for t in study.get_trials(deepcopy=False)}) >= 2
