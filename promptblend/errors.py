@@ -48,7 +48,3 @@ class ModelNotFoundError(PromptblendError):
 
 class BlendError(PromptblendError):
     """A blend or tuning request cannot be carried out (too few runs, clashing run names, bad parameters)."""
-
-
-class BlendError(PromptblendError):
-    """A blend or tuning request cannot be carried out (too few runs, clashing run names, bad parameters)."""
