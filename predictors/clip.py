@@ -69,7 +69,8 @@ def load_clip(model_name: str, pretrained: str | None = None, device: str | None
         if not Path(pretrained).is_file():
             raise ModelNotFoundError(f"CLIP weights file not found: {pretrained}")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+        with _seeded(0 if not pretrained else None):  # random weights: the same in every process
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
         tokenizer = open_clip.get_tokenizer(model_name)
     except RuntimeError as e:
         raise ModelNotFoundError(f"cannot load CLIP {model_name} ({pretrained}): {e}") from e
@@ -104,6 +105,20 @@ def embed_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 256,
         out.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
     dim = bundle.embed_dim
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def _seeded(seed: int | None):
+    """Fork torch's RNG and seed it (a no-op context when ``seed`` is None)."""
+    import contextlib
+
+    import torch
+
+    if seed is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[]))
+    torch.manual_seed(seed)
+    return stack
 
 
 def _autocast(device: str):
