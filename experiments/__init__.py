@@ -1,7 +1,7 @@
 """Offline leaderboard simulation, the experiment record, and reports."""
 
+from .board import LeaderboardResult, run_leaderboard
 from .entries import Entry, entry_from_arrays, entry_from_blend, entry_from_run, entry_from_submission, find_entries, load_entries
-from .leaderboard import LeaderboardResult, leaderboard
 
 __all__ = [
     "Entry",
@@ -11,6 +11,6 @@ __all__ = [
     "entry_from_run",
     "entry_from_submission",
     "find_entries",
-    "leaderboard",
     "load_entries",
+    "run_leaderboard",
 ]

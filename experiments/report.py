@@ -124,10 +124,13 @@ def print_report(
             f"[{c.private_diff_range[0]:+.5f}, {c.private_diff_range[1]:+.5f}]"
         )
     if history:
+        tuned = any(r["in_sample"] is not None for r in history)
         h = Table(title=f"History of this image set ({len(history)} recorded entries, * = best)")
-        for c in ("", "entry", "kind", "predictor", "score", "in-sample", "OOF", "seen", "last seen"):
+        cols = ["", "entry", "kind", "predictor", "score"] + (["in-sample", "OOF"] if tuned else []) + ["seen", "last seen"]
+        for c in cols:
             h.add_column(c, justify="left" if c in ("entry", "kind", "predictor", "last seen") else "right")
         for r in history:
-            h.add_row("*" if r["best"] else "", r["name"], r["kind"], r["predictor"] or "", _f(r["score"], 5),
-                      _f(r["in_sample"]), _f(r["out_of_fold"]), str(r["times_seen"]), r["last_seen"][:16].replace("T", " "))
+            cells = ["*" if r["best"] else "", r["name"], r["kind"], r["predictor"] or "", _f(r["score"], 5)]
+            cells += [_f(r["in_sample"]), _f(r["out_of_fold"])] if tuned else []
+            h.add_row(*cells, str(r["times_seen"]), r["last_seen"][:16].replace("T", " "))
         console.print(h)

@@ -13,7 +13,7 @@ from lb_synthetic import truth_run, with_cosines
 from PIL import Image
 
 from ensemble.submission import write_submission
-from experiments import entry_from_arrays, leaderboard, load_entries
+from experiments import entry_from_arrays, load_entries, run_leaderboard
 from experiments.leaderboard import main
 from experiments.record import history
 from promptblend.errors import ConfigError
@@ -78,33 +78,48 @@ def test_api_with_in_memory_entries(tmp_path):
     truth = truth_run(N)
     t64 = truth.embeddings.astype(np.float64)
     entries = [entry_from_arrays(f"e{i}", truth.ids, with_cosines(t64, _cosines(i, 0.6 - 0.05 * i), np.random.default_rng(i))) for i in range(3)]
-    res = leaderboard(entries, truth, out=None, splits=100, record_path=False, progress=False, quiet=True)
+    res = run_leaderboard(entries, truth, out=None, splits=100, record_path=False, progress=False, quiet=True)
     assert res.best == "e0" and res.files == {} and res.session_id is None
     assert res.simulation.splits == 100 and res.scored.scores.shape == (3, N)
     with pytest.raises(ConfigError, match="not in the scored image set"):
-        leaderboard(entries, truth, public_ids=["nope"], record_path=False, quiet=True)
+        run_leaderboard(entries, truth, public_ids=["nope"], record_path=False, quiet=True)
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments.leaderboard", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_cli_bad_input_one_line(workspace):
+def test_cli_bad_input_one_line(workspace, capsys):
     tmp, truth, runs, _ = workspace
     (tmp / "empty").mkdir()
     r = _cli("--runs", str(tmp / "empty"), "--truth", str(tmp / "truth"), "--no-record", cwd=tmp)
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "holds no runs" in r.stderr
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "holds no runs" in r.stderr
     save_run(tmp / "small_truth", truth.select(truth.ids[:100]))
-    r = _cli("--runs", str(runs), "--truth", str(tmp / "small_truth"), "--no-record", cwd=tmp)
-    assert r.returncode == 2 and "error: truth" in r.stderr and "lacks 200" in r.stderr
-    r = _cli("--runs", str(runs), "--truth", str(tmp / "truth"), "--compare", "model", "blend", "--no-record", cwd=tmp)
-    assert r.returncode == 2 and "matches several entries" in r.stderr
-    assert _cli("--help", cwd=tmp).returncode == 0
+    assert main(["--runs", str(runs), "--truth", str(tmp / "small_truth"), "--no-record"]) == 2
+    assert "error: truth" in capsys.readouterr().err
+    assert main(["--runs", str(runs), "--truth", str(tmp / "truth"), "--compare", "model", "blend", "--no-record"]) == 2
+    assert "matches several entries" in capsys.readouterr().err
+    assert main(["--runs", str(runs), "--truth", str(tmp / "nope.csv"), "--no-record"]) == 2
+    assert "truth not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
 
 
-def test_kaggle_sample_scores_one(kaggle_sample, tmp_path):
-    """The competition's own sample submission against its prompts: a perfect entry scores 1.0."""
+def test_kaggle_sample_fixed_truth_run(kaggle_sample, tmp_path):
+    """The competition's sample submission as truth and as entry: a perfect entry on 7 images."""
+    from ensemble.submission import read_submission
+
+    ids, emb = read_submission(kaggle_sample / "sample_submission.csv")
     entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})
-    res = leaderboard(entries, kaggle_sample / "prompts.csv", out=tmp_path / "lb", splits=50, record_path=tmp_path / "r.sqlite", quiet=True)
-    assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    res = run_leaderboard(entries, Run(ids, emb, {"name": "truth"}), out=tmp_path / "lb", splits=50, record_path=False, quiet=True)
+    assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-6)
     assert res.simulation.n_public == 1 and res.simulation.n_private == 6
+
+
+@pytest.mark.slow
+def test_kaggle_sample_scores_one_against_prompts(kaggle_sample, tmp_path):
+    """Truth embedded from the sample's prompts.csv with the scoring model: the sample submission scores 1.0."""
+    entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})
+    res = run_leaderboard(entries, kaggle_sample / "prompts.csv", out=tmp_path / "lb", splits=50, record_path=tmp_path / "r.sqlite", quiet=True)
+    assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-5)
