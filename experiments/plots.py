@@ -52,7 +52,7 @@ def plot_intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict 
     plo, phi = sim.board_range("private")
     y = np.arange(e)[::-1]
     pct = int(round(sim.level * 100))
-    ax.hlines(y, plo[idx], phi[idx], color="tab:blue", alpha=0.3, lw=9, label=f"private board, {pct}% of splits")
+    ax.hlines(y, plo[idx], phi[idx], color="tab:blue", alpha=0.3, lw=9, label=f"private board, {pct}% of {'resamples' if sim.fixed_split else 'splits'}")
     ax.hlines(y, lo[idx], hi[idx], color="black", lw=1.6, label=f"bootstrap {pct}% interval")
     ax.plot(sim.full[idx], y, "o", color="black", ms=5, label="score (all images)")
     shown = set()
