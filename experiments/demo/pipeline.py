@@ -1,0 +1,375 @@
+"""The whole loop on the demo task: data, models, runs, bank index, tuned blend, submission, leaderboard.
+
+Stages (each cached: a second run only reads what the first wrote):
+
+1. generate the task (:mod:`.data`) and train the tiny CLIP (:mod:`.clip_train`);
+2. train ``clip-regressor`` and ``clipcap`` on the train split with that CLIP;
+3. build the prompt-bank index (demo bank + the user's banks) with the CLIP text tower as keys;
+4. run ``clip-regressor``, ``clipcap``, ``clip-interrogator`` (demo label banks) and ``knn`` on the
+   validation and test splits;
+5. tune the blend on the validation split (grouped nested CV), apply it to the test split, write and
+   validate ``submission.csv``;
+6. score everything on the test split with the offline leaderboard (intervals, plots) and print the
+   final table: every predictor, the mean-vector baseline and the blend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from promptblend import atomic
+from promptblend.errors import ConfigError
+from promptblend.runs import Run, cache_dir
+
+from .clip_train import ClipCheckpoint, ClipTrainConfig, train_demo_clip
+from .data import DataConfig, DemoData, make_demo_data
+
+log = logging.getLogger(__name__)
+
+#: Display names of the demo's predictors (run names in the blend and the table).
+PREDICTORS = ("clip-regressor", "clipcap", "clip-interrogator", "knn")
+TRAINED = ("clip-regressor", "clipcap")
+BASELINE = "mean-vector"
+BLEND = "blend"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is: data, CLIP training, head training, tuning and leaderboard settings."""
+
+    name: str
+    data: DataConfig
+    clip: ClipTrainConfig
+    regressor_epochs: int = 20
+    clipcap_epochs: int = 10
+    trials: int = 150
+    folds: int = 5
+    splits: int = 1000
+
+
+SIZES: dict[str, DemoSize] = {
+    "full": DemoSize("full", DataConfig(n_pairs=2000, n_bank=2000), ClipTrainConfig(epochs=25)),
+    "small": DemoSize(
+        "small",
+        DataConfig(n_pairs=400, n_bank=300),
+        ClipTrainConfig(epochs=12, batch_size=64, warmup_steps=5),
+        regressor_epochs=20,
+        clipcap_epochs=6,
+        trials=40,
+        folds=3,
+        splits=200,
+    ),
+}
+
+
+@dataclass
+class DemoResult:
+    """The demo's outcome: test-split scores (with intervals) of every entry, tuning figures, files."""
+
+    table: list[dict]
+    scores: dict[str, float]
+    blend_val_oof: float | None
+    blend_val_in_sample: float
+    weights: dict[str, float]
+    submission: Path
+    out: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    clip_metrics: dict = field(default_factory=dict)
+
+    @property
+    def blend_beats_all(self) -> bool:
+        """Whether the blend scores above every single predictor and the baseline on the test split."""
+        return all(self.scores[BLEND] > v for k, v in self.scores.items() if k != BLEND)
+
+    @property
+    def trained_beat_baseline(self) -> bool:
+        """Whether every predictor scores above the mean-vector baseline on the test split."""
+        return all(self.scores[k] > self.scores[BASELINE] for k in PREDICTORS if k in self.scores)
+
+    def to_json(self) -> dict:
+        """JSON-able summary (written as ``demo.json``)."""
+        d = asdict(self)
+        d.update(submission=str(self.submission), out=str(self.out))
+        d.update(blend_beats_all=self.blend_beats_all, trained_beat_baseline=self.trained_beat_baseline)
+        return d
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Limit torch's intra-op threads for the demo's tiny models (restored afterwards)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def default_threads() -> int:
+    """One thread per spare core, at most 4: the demo's models are too small to gain from more,
+    and on a 2-core machine a second spinning thread slows them down when anything else runs."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        yield
+        self.times[stage] = round(time.perf_counter() - t0, 1)
+        log.info("demo: %s done in %.1f s", stage, self.times[stage])
+
+
+# ---------------------------------------------------------------- stages
+
+
+def train_heads(data: DemoData, ckpt: ClipCheckpoint, models: Path, size: DemoSize, progress: bool) -> dict[str, Path]:
+    """Train (or reuse) clip-regressor and clipcap on the train split with the demo CLIP."""
+    from predictors.clip_regressor.train import train_regressor
+    from predictors.clipcap.train import train_clipcap
+    from predictors.training import read_metrics
+
+    trainers = {
+        "clip-regressor": (train_regressor, size.regressor_epochs),
+        "clipcap": (train_clipcap, size.clipcap_epochs),
+    }
+    out = {}
+    for name, (train, epochs) in trainers.items():
+        folder = models / f"{name}-{_key(ckpt.path.name, epochs, data.root.name)}"
+        rows = read_metrics(folder) if (folder / "model.safetensors").is_file() else []
+        if not rows or rows[-1]["epoch"] < epochs:
+            train(
+                data.images("train"), None, folder, "tiny", clip=ckpt.clip, epochs=epochs,
+                num_workers=0, progress=progress, device="cpu",
+            )
+        else:
+            log.info("demo: reusing %s", folder)
+        out[name] = folder
+    return out
+
+
+def build_index(data: DemoData, ckpt: ClipCheckpoint, banks: Sequence[Path], root: Path, progress: bool) -> Path:
+    """Index the demo bank and the user's banks, keyed by the demo CLIP's text tower."""
+    from index.build import BuildConfig, build_bank
+
+    prompts = [str(data.bank)] + [str(Path(b).resolve()) for b in banks]
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:12] for p in prompts[1:]]
+    folder = root / f"bank-{_key(data.root.name, ckpt.path.name, prompts[1:], digests)}"
+    cfg = BuildConfig(prompts=prompts, keys=ckpt.model, keys_pretrained=str(ckpt.path), budget_gb=0.5)
+    build_bank(cfg, folder, progress=progress)
+    return folder
+
+
+def run_predictors(
+    data: DemoData, ckpt: ClipCheckpoint, heads: dict[str, Path], index: Path, runs_root: Path, split: str,
+    progress: bool,
+) -> list[Run]:
+    """Every demo predictor on ``split`` as runs named by :data:`PREDICTORS`."""
+    from predictors.run import run_predictor
+
+    from . import interrogator
+
+    configs = {
+        "clip-regressor": ("clip-regressor-tiny", {"checkpoint": str(heads["clip-regressor"])}),
+        "clipcap": ("clipcap-tiny", {"checkpoint": str(heads["clipcap"]), "decoding": "greedy"}),
+        "clip-interrogator": (
+            interrogator.register(),
+            {"labels": str(data.labels), "clip_model": ckpt.model, "clip_pretrained": str(ckpt.path)},
+        ),
+        "knn": ("knn-tiny", {"index": str(index), "clip_model": ckpt.model, "clip_pretrained": str(ckpt.path)}),
+    }
+    runs = []
+    for name in PREDICTORS:
+        entry, config = configs[name]
+        run = run_predictor(
+            entry, data.images(split), runs_root / split, config, workers=0, batch_size=64, device="cpu",
+            progress=progress,
+        )
+        runs.append(Run(run.ids, run.embeddings, {**run.meta, "name": name}, run.prompts, run.path))
+    return runs
+
+
+def _truth(data: DemoData, split: str) -> Run:
+    from ensemble.truth import truth_run
+
+    return truth_run(data.prompts_csv(split))
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def run_demo(
+    out: str | Path = "demo-out",
+    size: str | DemoSize = "full",
+    bank: str | Path | Sequence[str | Path] | None = None,
+    cache: str | Path | None = None,
+    trials: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    quiet: bool = False,
+) -> DemoResult:
+    """Run the built-in demo end to end; write reports into ``out`` and return the test-split scores.
+
+    ``size``: ``full`` (2,000 pairs, the default) or ``small`` (400 pairs, for tests), or a
+    :class:`DemoSize`. ``bank``: prompt file(s) added to the kNN index (txt, txt.gz, csv, parquet,
+    jsonl). ``cache``: where data, models, runs and the index live (default
+    ``$PROMPTBLEND_CACHE/demo``); a second call reuses all of it. ``threads``: torch threads
+    (default :func:`default_threads`).
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ConfigError(f"unknown demo size '{size}'; known: {', '.join(SIZES)}")
+        size = SIZES[size]
+    if seed != size.data.seed:
+        size = replace(size, data=replace(size.data, seed=seed), clip=replace(size.clip, seed=seed))
+    banks = [Path(bank)] if isinstance(bank, (str, Path)) else [Path(b) for b in (bank or [])]
+    for b in banks:
+        if not b.is_file():
+            raise ConfigError(f"prompt bank not found: {b}")
+    out = Path(out)
+    root = Path(cache) if cache is not None else cache_dir() / "demo"
+    timer = _Timer()
+    t0 = time.perf_counter()
+    with _torch_threads(threads or default_threads()):
+        with timer("data"):
+            data = make_demo_data(root, size.data, progress=progress)
+        models = root / "models" / data.root.name
+        with timer("clip"):
+            ckpt = train_demo_clip(data, models, size.clip, progress=progress)
+        with timer("heads"):
+            heads = train_heads(data, ckpt, models, size, progress)
+        with timer("index"):
+            index = build_index(data, ckpt, banks, root / "banks", progress)
+        with timer("runs"):
+            runs_root = root / "runs" / data.root.name
+            val_runs = run_predictors(data, ckpt, heads, index, runs_root, "val", progress)
+            test_runs = run_predictors(data, ckpt, heads, index, runs_root, "test", progress)
+        with timer("truth"):
+            val_truth, test_truth = _truth(data, "val"), _truth(data, "test")
+            train_truth = _truth(data, "train")
+        with timer("tune"):
+            tuned = _tune(val_runs, val_truth, test_runs, out / "tune", size, trials, seed, progress, quiet)
+        with timer("leaderboard"):
+            mean = _mean_vector(train_truth, val_truth)
+            result = _leaderboard(
+                data, test_runs, test_truth, mean, tuned, out, size, seed, progress, quiet
+            )
+    result.timings = {**timer.times, "total": round(time.perf_counter() - t0, 1)}
+    result.clip_metrics = ckpt.metrics
+    atomic.write_text(out / "demo.json", json.dumps(result.to_json(), indent=2, default=str))
+    if not quiet:
+        print_summary(result)
+    return result
+
+
+def _mean_vector(*truths: Run) -> np.ndarray:
+    from promptblend.vectors import l2_normalise
+
+    known = np.concatenate([t.embeddings for t in truths])
+    return l2_normalise(known.mean(axis=0, dtype=np.float64)[None]).astype(np.float32)[0]
+
+
+def _tune(val_runs, val_truth, test_runs, out: Path, size: DemoSize, trials, seed, progress, quiet):
+    from ensemble.submission import check_submission
+    from ensemble.tune import tune
+
+    result = tune(
+        val_runs, val_truth, out, trials=trials or size.trials, folds=size.folds, seed=seed, test_runs=test_runs,
+        progress=progress, report=not quiet,
+    )
+    check_submission(result.submission, expected_ids=test_runs[0].ids)
+    return result
+
+
+def _leaderboard(data, test_runs, test_truth, mean, tuned, out: Path, size, seed, progress, quiet) -> DemoResult:
+    from ensemble.submission import check_submission
+    from experiments.entries import entry_from_arrays, entry_from_run, entry_from_submission
+    from experiments.leaderboard import leaderboard
+
+    submission = tuned.submission
+    check_submission(submission, images=data.images("test"))
+    ids = test_truth.ids
+    entries = [entry_from_run(r, r.name) for r in test_runs]
+    entries.append(entry_from_arrays(BASELINE, ids, np.tile(mean, (len(ids), 1)), meta={"predictor": BASELINE}))
+    blend_entry = entry_from_submission(BLEND, submission)
+    blend_entry.tuning = {
+        "in_sample": tuned.in_sample, "out_of_fold": tuned.out_of_fold,
+        "overfit": (tuned.in_sample - tuned.out_of_fold) if tuned.out_of_fold is not None else None,
+    }
+    entries.append(blend_entry)
+    board = leaderboard(
+        entries, test_truth, out / "leaderboard", splits=size.splits, seed=seed, record_path=False,
+        progress=progress, quiet=True,
+    )
+    table = [
+        {k: r[k] for k in ("rank", "name", "score", "ci_low", "ci_high", "private_low", "private_high", "p_first_private")}
+        for r in board.rows
+    ]
+    for row in table:
+        row["val_oof"] = tuned.out_of_fold if row["name"] == BLEND else None
+    scores = {r["name"]: float(r["score"]) for r in board.rows}
+    return DemoResult(
+        table=table,
+        scores=scores,
+        blend_val_oof=tuned.out_of_fold,
+        blend_val_in_sample=tuned.in_sample,
+        weights={**tuned.params.weights, BASELINE: tuned.params.mean_weight},
+        submission=submission,
+        out=out,
+    )
+
+
+def print_summary(result: DemoResult, console=None) -> None:
+    """The final table: test-split score with its 95% interval for every entry, then the checks."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="promptblend demo: test split (images no model or blend weight saw)")
+    for col in ("rank", "entry", "test score", "95% interval", "private board 5-95%", "P(1st)", "blend weight"):
+        table.add_column(col, justify="left" if col == "entry" else "right")
+    for r in result.table:
+        w = result.weights.get(r["name"])
+        table.add_row(
+            str(r["rank"]), r["name"], f"{r['score']:.4f}", f"{r['ci_low']:.4f} - {r['ci_high']:.4f}",
+            f"{r['private_low']:.4f} - {r['private_high']:.4f}", f"{r['p_first_private']:.2f}",
+            "" if w is None else f"{w:.2f}",
+        )
+    console.print(table)
+    s = result.scores
+    best_single = max(PREDICTORS, key=lambda k: s.get(k, -1))
+    oof = f"{result.blend_val_oof:.4f}" if result.blend_val_oof is not None else "-"
+    console.print(
+        f"blend: validation in-sample {result.blend_val_in_sample:.4f}, out-of-fold {oof}; "
+        f"test {s[BLEND]:.4f} vs best single ({best_single}) {s[best_single]:.4f} "
+        f"and mean vector {s[BASELINE]:.4f}"
+    )
+    mark = {True: "yes", False: "NO"}
+    console.print(
+        f"blend beats every predictor and the baseline on test: {mark[result.blend_beats_all]}; "
+        f"every predictor beats the mean vector: {mark[result.trained_beat_baseline]}"
+    )
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items())
+    console.print(f"time: {times}")
+    console.print(f"wrote {result.submission} (validated), plots and tables in {result.out}")
