@@ -5,7 +5,8 @@
 The vectorised path scores each entry once per image (``cosine_rows``) and then does every split
 and bootstrap resample as matrix products. Two naive baselines run in the same process on a few
 splits and are extrapolated linearly to the full count (each split costs the same):
-  * naive-embeddings: per split and entry, ``score(pred[board], truth[board])`` from the 384-d rows;
+  * naive-embeddings: each run loaded once, then per split ``score(pred[board], truth[board])`` from
+    the 384-d rows (public, private and a bootstrap resample);
   * naive-per-image: per-image scores computed once, but a Python loop over splits and entries.
 """
 
@@ -13,32 +14,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ensemble.metric import cosine_rows, score
-from experiments.entries import entry_from_arrays, score_entries
+from experiments.entries import find_entries, score_entries
 from experiments.simulate import bootstrap_counts, n_public_of, public_masks, simulate
-from promptblend.runs import Run
+from promptblend.runs import Run, save_run
 
 
-def make_data(n: int, entries: int, seed: int = 0):
-    """Truth rows and lazily built entries (truth + shifted noise) of graded quality."""
+def make_runs(root: Path, n: int, entries: int, seed: int = 0) -> Run:
+    """Write ``entries`` run folders of graded quality (truth + shifted noise) under ``root``; return the truth."""
     rng = np.random.default_rng(seed)
     truth = rng.normal(size=(n, 384)).astype(np.float32)
     noise = rng.normal(size=(n, 384)).astype(np.float32)
     ids = [f"img{i:06d}" for i in range(n)]
-
-    def loader(k: int):
-        return lambda: (ids, truth + (1.0 + 0.01 * k) * np.roll(noise, 7 * k, axis=0))
-
-    made = []
     for k in range(entries):
-        e = entry_from_arrays(f"entry{k:02d}", ids, np.empty((0, 384), np.float32))
-        e.loader = loader(k)
-        made.append(e)
-    return Run(ids, truth, {"name": "truth"}), made
+        emb = truth + (1.0 + 0.01 * k) * np.roll(noise, 7 * k, axis=0)
+        save_run(root / f"entry{k:02d}", Run(ids, emb, {"name": f"entry{k:02d}", "predictor": "synthetic"}))
+    return Run(ids, truth, {"name": "truth"})
 
 
 def main() -> None:
@@ -50,20 +47,27 @@ def main() -> None:
     ap.add_argument("--naive-splits", type=int, default=2, help="splits the embeddings loop runs (extrapolated)")
     ap.add_argument("--naive-per-image-splits", type=int, default=50, help="splits the per-image loop runs")
     args = ap.parse_args()
-    truth, entries = make_data(args.images, args.entries)
-    print(f"{args.splits} splits x {args.entries} entries x {args.images} images; cores visible: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="bench-leaderboard-") as tmp:
+        truth = make_runs(Path(tmp), args.images, args.entries)
+        run(args, truth, find_entries(tmp))
 
-    t0 = time.perf_counter()
+
+def run(args, truth: Run, entries) -> None:
+    """Time the vectorised path and the naive baselines on the same data."""
+    print(f"{args.splits} splits x {len(entries)} entries x {args.images} images; cores visible: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f} (the machine is shared: compare ratios)")
+    t0, c0 = time.perf_counter(), time.process_time()
     scored = score_entries(entries, truth)
-    t_score = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_score, c_score = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     sim = simulate(scored.scores, [e.name for e in entries], splits=args.splits, seed=0)
     sim.rank_distribution("private"), sim.p_first("private"), sim.shakeup(), sim.ci(), sim.board_range("private")
-    t_sim = time.perf_counter() - t0
+    t_sim, c_sim = time.perf_counter() - t0, time.process_time() - c0
     fast = t_score + t_sim
     verdict = "meets" if fast <= 10 else "MISSES"
-    print(f"vectorised: score entries once {t_score:.2f} s (includes building each entry's rows, as loading a run "
-          f"would) + {args.splits} splits & bootstrap & rank summaries {t_sim:.2f} s = {fast:.2f} s ({verdict} the 10 s goal)")
+    print(f"vectorised: load run folders + score once per image {t_score:.2f} s (CPU {c_score:.2f} s) + {args.splits} "
+          f"splits, bootstrap and rank summaries {t_sim:.2f} s (CPU {c_sim:.2f} s) = {fast:.2f} s wall "
+          f"({verdict} the 10 s goal)")
 
     # the same first splits computed directly, to show the fast path is the same arithmetic
     n = args.images
@@ -76,11 +80,11 @@ def main() -> None:
     k = args.naive_splits
     masks = next(public_masks(n, n_pub, k, seed=0))
     rng = np.random.default_rng(1)
+    boots = rng.integers(0, n, (k, n))
     t0 = time.perf_counter()
-    for m in masks:
-        boot = rng.integers(0, n, n)
-        for e in entries:
-            _, pred = e.load()
+    for e in entries:  # each run loaded once, then every split scored from its 384-d rows
+        _, pred = e.load()
+        for m, boot in zip(masks, boots):
             score(pred[m], truth.embeddings[m]), score(pred[~m], truth.embeddings[~m])
             score(pred[boot], truth.embeddings[boot])
     t_naive = (time.perf_counter() - t0) * args.splits / k
