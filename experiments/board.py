@@ -1,6 +1,6 @@
 """The leaderboard API: score entries once per image, simulate the boards, report, record.
 
-``run_leaderboard(entries, truth, out)`` is what ``python -m experiments.leaderboard`` calls.
+``leaderboard(entries, truth, out)`` is what ``python -m experiments.leaderboard`` calls.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def public_mask(ids: Sequence[str], public_ids: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def run_leaderboard(
+def leaderboard(
     entries: Sequence[Entry],
     truth: Run | str | Path,
     out: str | Path | None = None,

@@ -3,6 +3,7 @@
 Scores every run, tuned blend and submission once per image, simulates many public/private splits
 (20% / 80%, seeded) as matrix work, and reports intervals, rank distributions, P(rank 1), the
 expected shake-up, paired comparisons and tuning honesty; records everything in the experiment record.
+The Python API lives here too: ``from experiments.leaderboard import leaderboard, LeaderboardResult``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from promptblend.cli import entry_point
 from promptblend.errors import ConfigError
 
 from . import record
-from .board import read_public_ids, run_leaderboard
+from .board import LeaderboardResult, leaderboard, read_public_ids
 from .entries import load_entries
 from .simulate import PUBLIC_FRACTION
+
+__all__ = ["LeaderboardResult", "leaderboard", "main"]
 
 
 def _named_submission(text: str) -> tuple[str, str]:
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         raise ConfigError(f"--submission names repeat: {names}")
     entries = load_entries(args.runs, args.blend, dict(args.submission))
-    run_leaderboard(
+    leaderboard(
         entries,
         args.truth,
         out=args.out,

@@ -60,7 +60,7 @@ def plot_intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict 
         t = tuning[i] or {}
         for key, marker, color, text in (("in_sample", "x", "tab:red", "in-sample (best.json)"),
                                          ("out_of_fold", "P", "tab:orange", "out-of-fold (best.json)")):
-            if key in t:
+            if t.get(key) is not None:
                 ax.plot(t[key], yy, marker, color=color, ms=8, label=None if key in shown else text)
                 shown.add(key)
     ax.set_yticks(y, [_label(sim.names[i]) for i in idx])

@@ -13,8 +13,8 @@ from lb_synthetic import truth_run, with_cosines
 from PIL import Image
 
 from ensemble.submission import write_submission
-from experiments import entry_from_arrays, load_entries, run_leaderboard
-from experiments.leaderboard import main
+from experiments import entry_from_arrays, load_entries
+from experiments.leaderboard import leaderboard, main
 from experiments.record import history
 from promptblend.errors import ConfigError
 from promptblend.runs import Run, save_run
@@ -78,11 +78,15 @@ def test_api_with_in_memory_entries(tmp_path):
     truth = truth_run(N)
     t64 = truth.embeddings.astype(np.float64)
     entries = [entry_from_arrays(f"e{i}", truth.ids, with_cosines(t64, _cosines(i, 0.6 - 0.05 * i), np.random.default_rng(i))) for i in range(3)]
-    res = run_leaderboard(entries, truth, out=None, splits=100, record_path=False, progress=False, quiet=True)
+    res = leaderboard(entries, truth, out=None, splits=100, record_path=False, progress=False, quiet=True)
     assert res.best == "e0" and res.files == {} and res.session_id is None
+    # a blend tuned without CV has no out-of-fold score: reports and plots still work
+    entries[0].tuning = {"in_sample": 0.61, "out_of_fold": None, "overfit": None}
+    tuned = leaderboard(entries, truth, out=tmp_path / "lb", splits=50, record_path=False, progress=False, quiet=True)
+    assert tuned.rows[0]["in_sample"] == 0.61 and tuned.rows[0]["overfit"] is None and tuned.files["intervals"].is_file()
     assert res.simulation.splits == 100 and res.scored.scores.shape == (3, N)
     with pytest.raises(ConfigError, match="not in the scored image set"):
-        run_leaderboard(entries, truth, public_ids=["nope"], record_path=False, quiet=True)
+        leaderboard(entries, truth, public_ids=["nope"], record_path=False, quiet=True)
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -112,7 +116,7 @@ def test_kaggle_sample_fixed_truth_run(kaggle_sample, tmp_path):
 
     ids, emb = read_submission(kaggle_sample / "sample_submission.csv")
     entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})
-    res = run_leaderboard(entries, Run(ids, emb, {"name": "truth"}), out=tmp_path / "lb", splits=50, record_path=False, quiet=True)
+    res = leaderboard(entries, Run(ids, emb, {"name": "truth"}), out=tmp_path / "lb", splits=50, record_path=False, quiet=True)
     assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-6)
     assert res.simulation.n_public == 1 and res.simulation.n_private == 6
 
@@ -121,5 +125,5 @@ def test_kaggle_sample_fixed_truth_run(kaggle_sample, tmp_path):
 def test_kaggle_sample_scores_one_against_prompts(kaggle_sample, tmp_path):
     """Truth embedded from the sample's prompts.csv with the scoring model: the sample submission scores 1.0."""
     entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})
-    res = run_leaderboard(entries, kaggle_sample / "prompts.csv", out=tmp_path / "lb", splits=50, record_path=tmp_path / "r.sqlite", quiet=True)
+    res = leaderboard(entries, kaggle_sample / "prompts.csv", out=tmp_path / "lb", splits=50, record_path=tmp_path / "r.sqlite", quiet=True)
     assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-5)
