@@ -19,6 +19,7 @@ from . import plots, record, report
 from .entries import Entry, Scored, score_entries
 from .simulate import PUBLIC_FRACTION, Comparison, Simulation, simulate
 
+
 @dataclass
 class LeaderboardResult:
     """Everything a leaderboard run produced: rows (best first), the simulation, files written."""
@@ -109,25 +110,11 @@ def leaderboard(
         out = Path(out)
         result.files["csv"] = report.write_csv(rows, out / "leaderboard.csv")
         if make_plots:
-            order = [sim.names.index(r["name"]) for r in rows]
-            tuning = [e.tuning for e in entries]
-            result.files["intervals"] = plots.plot_intervals(sim, order, tuning, out / "intervals.png")
-            result.files["public_private"] = plots.plot_public_private(sim, order, out / "public_private.png")
-            result.files["ranks"] = plots.plot_ranks(sim, order, out / "ranks.png")
-            best = order[0]
-            result.files["histogram"] = plots.plot_histogram(scored.scores[best], sim.names[best], out / "per_image_hist.png")
+            result.files.update(_write_plots(result, out))
     if record_path is not False:
-        db = None if record_path is True else record_path
-        session = {
-            "truth": str(truth_run.path or truth_run.name) if isinstance(truth, Run) else str(truth),
-            "n_images": len(scored.ids), "splits": splits, "seed": seed, "public_fraction": public_fraction,
-            "fixed_split": int(mask is not None), "out": str(out) if out is not None else None,
-        }
-        digest = dict(zip(sim.names, scored.digests))
-        rec = [r | {"digest": digest[r["name"]]} for r in rows]
-        result.session_id = record.record_session(db, scored.image_set, session, rec)
-        result.history = record.history(db, scored.image_set)
-        result.files["record"] = Path(db) if db is not None else record.default_path()
+        db = None if record_path is True else Path(record_path)
+        truth_name = str(truth_run.path or truth_run.name) if isinstance(truth, Run) else str(truth)
+        _record(result, db, truth_name, public_fraction, out)
     if out is not None:
         result.files["summary"] = _write_summary(result, out / "summary.json")
     if not quiet:
@@ -136,6 +123,32 @@ def leaderboard(
         if result.files:
             console.print("wrote " + ", ".join(str(p) for p in result.files.values()))
     return result
+
+
+def _write_plots(result: LeaderboardResult, out: Path) -> dict[str, Path]:
+    sim = result.simulation
+    order = [sim.names.index(r["name"]) for r in result.rows]
+    best = order[0]
+    return {
+        "intervals": plots.plot_intervals(sim, order, [e.tuning for e in result.entries], out / "intervals.png"),
+        "public_private": plots.plot_public_private(sim, order, out / "public_private.png"),
+        "ranks": plots.plot_ranks(sim, order, out / "ranks.png"),
+        "histogram": plots.plot_histogram(result.scored.scores[best], sim.names[best], out / "per_image_hist.png"),
+    }
+
+
+def _record(result: LeaderboardResult, db: Path | None, truth: str, public_fraction: float, out: Path | None) -> None:
+    """Write the session and its entries to the record, then read back this image set's history."""
+    sim, scored = result.simulation, result.scored
+    session = {
+        "truth": truth, "n_images": len(scored.ids), "splits": sim.splits, "seed": sim.seed,
+        "public_fraction": public_fraction, "fixed_split": int(sim.fixed_split), "out": str(out) if out else None,
+    }
+    digest = dict(zip(sim.names, scored.digests))
+    rows = [r | {"digest": digest[r["name"]]} for r in result.rows]
+    result.session_id = record.record_session(db, scored.image_set, session, rows)
+    result.history = record.history(db, scored.image_set)
+    result.files["record"] = db if db is not None else record.default_path()
 
 
 def _write_summary(result: LeaderboardResult, path: Path) -> Path:
