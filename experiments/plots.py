@@ -58,10 +58,10 @@ def plot_intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict 
     shown = set()
     for yy, i in zip(y, idx):
         t = tuning[i] or {}
-        for key, marker, color, text in (("in_sample", "x", "tab:red", "in-sample (best.json)"),
-                                         ("out_of_fold", "P", "tab:orange", "out-of-fold (best.json)")):
-            if t.get(key) is not None:
-                ax.plot(t[key], yy, marker, color=color, ms=8, label=None if key in shown else text)
+        for key, dy, marker, color, text in (("in_sample", 0.2, "x", "tab:red", "in-sample (best.json)"),
+                                             ("out_of_fold", -0.2, "P", "tab:orange", "out-of-fold (best.json)")):
+            if t.get(key) is not None:  # just above / below the row, so the score dot stays visible
+                ax.plot(t[key], yy + dy, marker, color=color, ms=7, label=None if key in shown else text)
                 shown.add(key)
     ax.set_yticks(y, [_label(sim.names[i]) for i in idx])
     ax.set_xlabel("mean cosine score")
