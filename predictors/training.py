@@ -544,7 +544,8 @@ def _fmt(x: float | None) -> str:
 def split_settings(presets: dict[str, dict], config: str | Path | dict, overrides: dict[str, Any]) -> tuple[TrainConfig, dict, tuple]:
     """A preset name, JSON file or dict, updated by ``overrides`` -> (loop settings, arch, clip).
 
-    Keys must be :class:`TrainConfig` fields, ``clip`` or keys of the preset's architecture;
+    A JSON file's settings are laid over the preset its ``preset`` key names (default: ``default``).
+    ``None`` overrides of loop settings or ``clip`` mean "not given". Keys must be :class:`TrainConfig` fields, ``clip`` or keys of the preset's architecture;
     anything else raises :class:`ConfigError`.
     """
     if isinstance(config, dict):
@@ -556,6 +557,10 @@ def split_settings(presets: dict[str, dict], config: str | Path | dict, override
             base = json.loads(Path(config).read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{config} is not valid JSON: {e}") from e
+        parent = base.pop("preset", "default")
+        if parent not in presets:
+            raise ConfigError(f"{config}: unknown preset '{parent}'; known: {', '.join(presets)}")
+        base = {**presets[parent], **base}
     else:
         raise ConfigError(f"unknown config '{config}': a preset ({', '.join(presets)}) or a JSON file")
     loop_keys = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -563,7 +568,8 @@ def split_settings(presets: dict[str, dict], config: str | Path | dict, override
     unknown = sorted(set(base) - known | set(overrides) - known)
     if unknown:
         raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    settings = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None or k not in loop_keys | {"clip"}}
+    settings = {**base, **given}
     clip = settings.pop("clip", None)
     if not clip or len(clip) != 2:
         raise ConfigError("training needs clip=(model_name, pretrained)")

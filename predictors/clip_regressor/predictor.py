@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..base import Prediction
 from ..training import TrainedClipPredictor
-from .train import PRESETS
+from .trainer import PRESETS
 
 
 class ClipRegressorPredictor(TrainedClipPredictor):

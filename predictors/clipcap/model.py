@@ -64,7 +64,7 @@ def build_gpt2(arch: dict[str, Any], tokenizer):
     config = GPT2Config(
         vocab_size=len(tokenizer), n_embd=arch["n_embd"], n_layer=arch["n_layer"], n_head=arch["n_head"],
         n_positions=arch["n_positions"], bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop,
+        resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop, initializer_range=arch.get("initializer_range", 0.02),
     )
     gpt = GPT2LMHeadModel(config)
     if arch.get("embed_std"):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from promptblend.embed import encode
+from promptblend.errors import ConfigError
 
 from ..base import Prediction
 from ..training import TrainedClipPredictor
-from .train import PRESETS
+from .trainer import PRESETS
 
 
 class ClipCapPredictor(TrainedClipPredictor):
@@ -36,8 +37,6 @@ class ClipCapPredictor(TrainedClipPredictor):
             temperature=temperature, **params,
         )
         if decoding not in DECODINGS:
-            from promptblend.errors import ConfigError
-
             raise ConfigError(f"unknown decoding '{decoding}'; use one of {', '.join(DECODINGS)}")
         self.generation = dict(
             decoding=decoding, max_new_tokens=max_new_tokens, num_beams=num_beams, top_p=top_p, temperature=temperature

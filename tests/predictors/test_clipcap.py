@@ -22,7 +22,7 @@ FAST = {"num_workers": 0, "progress": False}
 def overfit(tmp_path_factory) -> tuple[Path, Path]:
     images = make_shapes(tmp_path_factory.mktemp("eight") / "images", 8, seed=1)
     out = train_clipcap(images, None, tmp_path_factory.mktemp("cc") / "out", "tiny",
-                        epochs=80, batch_size=8, lr=6e-3, val_frac=0.0, **FAST)
+                        epochs=40, batch_size=8, lr=6e-3, val_frac=0.0, **FAST)
     return images, out
 
 
