@@ -24,7 +24,7 @@ from promptblend.vectors import l2_normalise
 CONTRACT_ENTRIES = [n for n in list_predictors() if n.endswith("-tiny") or n == "external"]
 
 
-def _external_source(images: Path, tmp: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _external_source(images: Path, tmp: Path, data: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """A submission CSV for the set's ids, written in reverse order (the run must re-align it)."""
     ids = open_image_set(images).ids
     emb = l2_normalise(np.random.default_rng(0).normal(size=(len(ids), 384)))
@@ -32,19 +32,32 @@ def _external_source(images: Path, tmp: Path) -> tuple[dict, dict[str, np.ndarra
     return {"source": str(tmp / "outside.csv")}, dict(zip(ids, emb))
 
 
-#: requirement name -> builder(image folder, temp folder) -> (config overrides, expected rows by id or None)
-RESOURCES: dict[str, Callable[[Path, Path], tuple[dict, dict[str, np.ndarray] | None]]] = {
+def _knn_index(images: Path, tmp: Path, data: Path) -> tuple[dict, None]:
+    """A 40-prompt bank keyed by the tiny CLIP (what ``knn-tiny`` searches)."""
+    import pandas as pd
+
+    from index.build import BuildConfig, build_bank
+
+    src = tmp / "bank.csv"
+    pd.read_csv(data / "drawbench-sd1" / "prompts.csv")[["prompt"]].drop_duplicates().head(40).to_csv(src, index=False)
+    build_bank(BuildConfig(prompts=[str(src)], keys="pb-tiny-clip", values_backend="torch"), tmp / "bank", progress=False)
+    return {"index": str(tmp / "bank")}, None
+
+
+#: requirement name -> builder(image folder, temp folder, ../shared/data) -> (config, expected rows by id or None)
+RESOURCES: dict[str, Callable[[Path, Path, Path], tuple[dict, dict[str, np.ndarray] | None]]] = {
     "source": _external_source,
+    "index": _knn_index,
 }
 
 
-def _resources(name: str, images: Path, tmp: Path) -> tuple[dict, dict[str, np.ndarray] | None]:
+def _resources(name: str, images: Path, tmp: Path, data: Path) -> tuple[dict, dict[str, np.ndarray] | None]:
     config: dict = {}
     expected = None
     for need in get_predictor_config(name).get("requires", []):
         if need not in RESOURCES:
             pytest.skip(f"{name} requires '{need}', which this test cannot build")
-        more, expected = RESOURCES[need](images, tmp)
+        more, expected = RESOURCES[need](images, tmp, data)
         config.update(more)
     return config, expected
 
@@ -58,8 +71,8 @@ def test_registry_has_the_seed_systems():
 
 
 @pytest.mark.parametrize("name", CONTRACT_ENTRIES)
-def test_contract(name, mixed_images, tmp_path):
-    config, expected = _resources(name, mixed_images, tmp_path)
+def test_contract(name, mixed_images, shared_data, tmp_path):
+    config, expected = _resources(name, mixed_images, tmp_path, shared_data)
     image_set = open_image_set(mixed_images)
     out = tmp_path / "runs"
     # batch 3 and shard 4: batches straddle shard boundaries

@@ -42,6 +42,15 @@ def interrogator(label_cache):
     return p
 
 
+def test_short_text_embedding_equals_full_context(interrogator):
+    from predictors.clip import embed_texts
+    from predictors.interrogator import embed_short_texts
+
+    texts = ["a cat", "a castle on a hill at dusk, by Greg Rutkowski, trending on Artstation", "x" * 300]
+    np.testing.assert_allclose(embed_short_texts(interrogator.clip, texts, 2), embed_texts(interrogator.clip, texts),
+                               atol=1e-5)
+
+
 def test_label_embeddings_cached_on_disk(interrogator, label_cache):
     files = sorted(label_cache.rglob("*.npy"))
     assert {f.name.split("-")[0] for f in files} >= set(BANKS)
@@ -64,11 +73,12 @@ def test_modes(interrogator, mixed_images):
     labels = set(interrogator.banks.labels)
     fast = interrogator.fast(feats, captions)
     classic = interrogator.classic(feats, captions)
-    for cap, f, c in zip(captions, fast, classic):
-        assert f.startswith(cap) and c.startswith(cap)
+    chains = interrogator.chain(feats, captions)
+    for cap, f, c, ch in zip(captions, fast, classic, chains):
+        assert f.startswith(cap) and c.startswith(cap) and ch.startswith(cap)
         assert all(part in labels for part in f[len(cap) + 2:].split(", ") if part)
-        chain = interrogator.chain(feats[0], cap)
-        assert chain.startswith(cap)
+    # the batched chain equals the chain of each image alone
+    assert [interrogator.chain(feats[b:b + 1], captions[b:b + 1])[0] for b in range(3)] == chains
     for mode in ("best", "fast", "classic"):
         interrogator.params["mode"] = mode
         assert len(interrogator.interrogate(feats, captions)) == 3
