@@ -707,6 +707,10 @@ class TrainedClipPredictor(Predictor):
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.arch = arch
         self.clip = (clip_model or clip[0], clip_pretrained or clip[1])
+        weights = self.clip[1]
+        if weights and ("/" in weights or weights.endswith((".safetensors", ".pt", ".bin", ".pth"))):
+            if not Path(weights).is_file():
+                raise ModelNotFoundError(f"CLIP weights file not found: {weights} (pass clip_pretrained=PATH)")
         self.seed = seed
         self.bundle = None
 

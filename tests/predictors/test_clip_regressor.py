@@ -62,3 +62,30 @@ def test_random_init_and_checkpoint_rules(trained, tmp_path):
         create_predictor("clip-regressor", checkpoint=str(out), clip_model="ViT-B-32")
     with pytest.raises(ConfigError, match="not clipcap"):
         create_predictor("clipcap-tiny", checkpoint=str(out))
+
+
+def test_own_clip_weights_file_travels_with_the_checkpoint(trained, tmp_path):
+    """The demo passes clip=(TINY_CLIP, its weights file) to the trainer and the predictor."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from predictors.clip import TINY_CLIP, register_clip_configs
+    from promptblend.errors import ModelNotFoundError
+
+    images, _ = trained
+    register_clip_configs()
+    torch.manual_seed(5)
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model(TINY_CLIP).state_dict().items()}, str(weights))
+    image_set = open_image_set(images)
+    paths, prompts = image_set.paths[:40], image_set.prompt_list()[:40]  # file list + aligned prompt list
+    out = train_regressor(paths, prompts, tmp_path / "out", "tiny", clip=(TINY_CLIP, str(weights)), epochs=2, **FAST)
+    predictor = create_predictor("clip-regressor-tiny", checkpoint=str(out))
+    assert predictor.clip == (TINY_CLIP, str(weights))
+    emb = predictor.predict([image_set.load(0)])
+    moved = weights.rename(tmp_path / "moved.safetensors")
+    again = create_predictor("clip-regressor-tiny", checkpoint=str(out), clip_pretrained=str(moved))
+    np.testing.assert_allclose(again.predict([image_set.load(0)]), emb, atol=1e-6)
+    with pytest.raises(ModelNotFoundError):
+        create_predictor("clip-regressor-tiny", checkpoint=str(out))  # the recorded file is gone
