@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -464,6 +465,7 @@ def fit(task: TrainTask, data: PairData, out: str | Path, cfg: TrainConfig) -> P
 
     cfg.check()
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     device = cfg.device or default_device()
     train_idx, val_idx = split_indices(len(data), cfg.val_frac, cfg.seed)
@@ -476,7 +478,12 @@ def fit(task: TrainTask, data: PairData, out: str | Path, cfg: TrainConfig) -> P
         "data": {"n_pairs": len(data), "n_train": len(train_idx), "n_val": len(val_idx)},
     }
     torch.manual_seed(cfg.seed)
-    model = task.build(data, train_idx, out).to(device)
+    try:
+        model = task.build(data, train_idx, out).to(device)
+    except Exception:
+        if created:  # a model that cannot be built leaves no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     params = task.trainable_parameters(model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, step, rows = 0, 0, []

@@ -74,3 +74,6 @@ def test_random_init_tiny_and_bad_input(overfit, tmp_path):
         create_predictor("clipcap-tiny", decoding="topk")
     with pytest.raises(ConfigError, match="needs checkpoint"):
         create_predictor("clipcap")
+    with pytest.raises(ModelNotFoundError, match="GPT-2"):  # a named GPT-2 that is not there (offline)
+        train_clipcap(images, None, tmp_path / "gpt", "tiny", gpt2=str(tmp_path / "no-gpt2"), epochs=1, **FAST)
+    assert not (tmp_path / "gpt").exists()
