@@ -34,7 +34,8 @@ def bench_one(name: str, images: ImageSet, batch_size: int, workers: int, device
     from predictors.run import predict_image_set
 
     predictor = create_predictor(name)
-    predictor.device = device
+    if device is not None:
+        predictor.device = device
     t0 = time.perf_counter()
     predictor.ensure_setup()
     setup = time.perf_counter() - t0
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="left" if col == "predictor" else "right")
     for r in rows:
         table.add_row(r["name"], f"{r['setup_s']:.1f}", f"{r['batched']:.1f}", f"{r['single']:.1f}", f"{r['ratio']:.1f}x")
-    Console().print(table)
+    Console(width=120).print(table)
     return 0
 
 

@@ -99,7 +99,8 @@ def load_caption_model(name_or_path: str, device: str | None = None, seed: int =
             processor = AutoProcessor.from_pretrained(source)
             model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as e:
-            raise ModelNotFoundError(f"cannot load caption model '{name_or_path}' (offline or missing): {e}") from e
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelNotFoundError(f"cannot load caption model '{name_or_path}' (offline or missing): {first_line}") from e
     model = model.to(device=device, dtype=dtype).eval()
     return CaptionModel(model, processor, name_or_path, device)
 

@@ -29,25 +29,73 @@ def embed_short_texts(bundle: ClipBundle, texts: list[str], batch_size: int = 25
     (for prompts of ~20 tokens, a quarter of the work). Models other than open_clip's plain ``CLIP``
     with argmax pooling take the full-context path.
     """
+    if not _short_context_ok(bundle):
+        return embed_texts(bundle, texts, batch_size)
+    chunks = [
+        embed_tokens(bundle, bundle.tokenizer(list(texts[s : s + batch_size])))
+        for s in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, bundle.embed_dim), np.float32)
+
+
+def _short_context_ok(bundle: ClipBundle) -> bool:
+    return type(bundle.model).__name__ == "CLIP" and getattr(bundle.model, "text_pool_type", None) == "argmax"
+
+
+def embed_tokens(bundle: ClipBundle, tokens: Any) -> np.ndarray:
+    """Unit CLIP text embeddings of token ids (N, L), zero-padded; columns past the longest row are cut."""
     import torch
 
     model = bundle.model
-    if type(model).__name__ != "CLIP" or getattr(model, "text_pool_type", None) != "argmax":
-        return embed_texts(bundle, texts, batch_size)
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = bundle.tokenizer(list(texts[start : start + batch_size])).to(bundle.device)
-        n = int((tokens != 0).sum(1).max())
-        tokens = tokens[:, :n]
-        with torch.inference_mode(), _autocast(bundle.device):
-            cast = model.transformer.get_cast_dtype()
-            x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
-            x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
-            x = x[torch.arange(len(tokens), device=x.device), tokens.argmax(dim=-1)]
-            proj = model.text_projection
-            x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
-        out.append(torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, bundle.embed_dim), np.float32)
+    n = max(1, int((tokens != 0).sum(1).max()))
+    tokens = tokens[:, :n].to(bundle.device)
+    with torch.inference_mode(), _autocast(bundle.device):
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+        x = x[torch.arange(len(tokens), device=x.device), tokens.argmax(dim=-1)]
+        proj = model.text_projection
+        x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+    return torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy()
+
+
+class ChainTokenizer:
+    """Token ids of chain candidates ``"{prefix}, {phrase}"`` from cached pieces.
+
+    open_clip's BPE splits at the comma, so the ids are ``sot + ids(prefix) + ids(",") + ids(phrase)
+    + eot`` (cut to the context as the tokenizer cuts) whenever the prefix ends in a letter or digit:
+    the same as tokenizing each candidate, without re-tokenizing the prefix thousands of times.
+    Other prefixes (or tokenizers) fall back to tokenizing the strings.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+        self.fast = all(hasattr(tokenizer, a) for a in ("encode", "sot_token_id", "eot_token_id", "context_length")) and (
+            getattr(tokenizer, "reduction_fn", None) is None
+        )
+        self._ids: dict[str, list[int]] = {}
+
+    def _encode(self, text: str) -> list[int]:
+        if text not in self._ids:
+            self._ids[text] = self.tok.encode(text)
+        return self._ids[text]
+
+    def __call__(self, prefix: str, phrases: list[str]) -> Any:
+        """(len(phrases), context) token ids of the candidates."""
+        import torch
+
+        if not (self.fast and prefix and prefix[-1].isalnum()):
+            return self.tok([f"{prefix}, {f}" for f in phrases])
+        ctx, eot = self.tok.context_length, self.tok.eot_token_id
+        head = [self.tok.sot_token_id] + self.tok.encode(prefix) + self._encode(",")
+        out = torch.zeros(len(phrases), ctx, dtype=torch.long)
+        for i, f in enumerate(phrases):
+            ids = head + self._encode(f) + [eot]
+            if len(ids) > ctx:
+                ids = ids[:ctx]
+                ids[-1] = eot
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
 
 
 class Interrogator(Predictor):
@@ -97,6 +145,7 @@ class Interrogator(Predictor):
             torch.manual_seed(p["seed"])
             self.clip = load_clip(p["clip_model"], p["clip_pretrained"], self.device)
         self.banks = LabelBanks.build(self.clip, p["label_limit"], p["label_cache"])
+        self.chain_tokenizer = ChainTokenizer(self.clip.tokenizer)
         load_text_model()
 
     def preprocess(self, image) -> Any:
@@ -164,12 +213,16 @@ class Interrogator(Predictor):
         best_sim = [float(first[b][0]) for b in range(len(captions))]
         curr_sim = list(best_sim)
         active = set(range(len(captions)))
+        chain_tokens = self.chain_tokenizer
         for step in range(p["max_flavors"]):
             active = {b for b in active if remaining[b]}
             if not active:
                 break
             candidates = {b: [f"{curr[b]}, {f}" for f in remaining[b]] for b in sorted(active)}
-            sims = self._similarities(feats, candidates)
+            if _short_context_ok(self.clip):
+                sims = self._token_similarities(feats, {b: chain_tokens(curr[b], remaining[b]) for b in candidates})
+            else:
+                sims = self._similarities(feats, candidates)
             for b, cands in candidates.items():
                 j = int(np.argmax(sims[b]))
                 if sims[b][j] > best_sim[b]:
@@ -194,6 +247,20 @@ class Interrogator(Predictor):
         for b, items in texts.items():
             out[b] = emb[start : start + len(items)] @ f[b]
             start += len(items)
+        return out
+
+    def _token_similarities(self, feats: Any, tokens: dict[int, Any]) -> dict[int, np.ndarray]:
+        """Like :meth:`_similarities`, from token ids per image."""
+        import torch
+
+        flat = torch.cat(list(tokens.values()))
+        size = self.params["chunk_size"]
+        emb = np.concatenate([embed_tokens(self.clip, flat[s : s + size]) for s in range(0, len(flat), size)])
+        f = feats.float().cpu().numpy()
+        out, start = {}, 0
+        for b, t in tokens.items():
+            out[b] = emb[start : start + len(t)] @ f[b]
+            start += len(t)
         return out
 
     def _at_max_len(self, text: str) -> bool:

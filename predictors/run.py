@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from promptblend.cli import entry_point
-from promptblend.errors import BadImageError, ConfigError
+from promptblend.errors import AlignmentError, BadImageError, ConfigError
 from promptblend.images import ImageSet, open_image_set
 from promptblend.runs import Run, build_run, is_run, run_key
 
@@ -184,7 +184,7 @@ class BatchStream:
             pred: Prediction = self.predictor.predict_batch(batch)
         emb = np.asarray(pred.embeddings, dtype=np.float32)
         if emb.shape[0] != len(rows):
-            raise ConfigError(f"{self.predictor.name}: predict_batch returned {emb.shape[0]} rows for {len(rows)} images")
+            raise AlignmentError(f"{self.predictor.name}: predict_batch returned {emb.shape[0]} rows for {len(rows)} images")
         self._emb.append(emb)
         if pred.prompts is not None:
             self._prompts.extend(pred.prompts)
@@ -264,7 +264,8 @@ def run_predictor(
     image_set = images if isinstance(images, ImageSet) else open_image_set(images, skip_bad=skip_bad)
     fingerprint = image_set.fingerprint()
     predictor = create_predictor(name, **overrides)
-    predictor.device = device
+    if device is not None:
+        predictor.device = device
     inputs = predictor.cache_inputs()
     key_config = {**params, "_inputs": inputs} if inputs else params
     extra_meta: dict[str, Any] = {"batch_size": batch_size}

@@ -51,6 +51,18 @@ def test_short_text_embedding_equals_full_context(interrogator):
                                atol=1e-5)
 
 
+def test_chain_tokens_equal_the_tokenizer(interrogator):
+    from predictors.interrogator import ChainTokenizer
+    from predictors.interrogator_labels import load_bank
+
+    tok = interrogator.clip.tokenizer
+    phrases = load_bank("flavors", 300) + load_bank("artists", 100) + load_bank("trendings")
+    for prefix in ("a cat on a mat", "a 3d render of 42", "café au lait", "a castle, by Greg Rutkowski, " * 4 + "x",
+                   "ends with punctuation."):
+        want = tok([f"{prefix}, {f}" for f in phrases])
+        assert (ChainTokenizer(tok)(prefix, phrases) == want).all(), prefix
+
+
 def test_label_embeddings_cached_on_disk(interrogator, label_cache):
     files = sorted(label_cache.rglob("*.npy"))
     assert {f.name.split("-")[0] for f in files} >= set(BANKS)

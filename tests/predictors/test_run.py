@@ -41,6 +41,9 @@ def test_unknown_key_and_missing_model_leave_nothing(mixed_images, tmp_path):
     with pytest.raises(ModelNotFoundError, match="not found"):
         run_predictor("clip-interrogator-tiny", mixed_images, out, {"clip_pretrained": "/nope/w.safetensors"},
                       progress=False)
+    # a hub id that cannot be resolved offline (the tests run with HF_HUB_OFFLINE=1)
+    with pytest.raises(ModelNotFoundError, match="offline or missing"):
+        run_predictor("captioner", mixed_images, out, progress=False)
     assert not out.exists() or not any(out.iterdir()), "no run and no shards after a config/model error"
 
 
