@@ -64,7 +64,7 @@ def align(runs: Sequence[Run], truth: Run | None = None, intersect: bool = False
         raise AlignmentError("runs and truth have no image ids in common")
     if dropped:
         log.warning("using %d common ids; dropped %s", len(ids), ", ".join(f"{k}: {v}" for k, v in dropped.items()))
-    stack = np.stack([r.embeddings if r.ids == ids else r.select(ids).embeddings for r in runs]).astype(np.float32)
+    stack = np.stack([r.embeddings if r.ids == ids else r.select(ids).embeddings for r in runs])
     y = None
     if truth is not None:
         y = (truth.embeddings if truth.ids == ids else truth.select(ids).embeddings).astype(np.float32)

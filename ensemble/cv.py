@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 def similarity_groups(truth: np.ndarray, threshold: float = 0.7, chunk: int = 4096) -> np.ndarray:
     """Group id per row: connected components of the graph ``cos(y_i, y_j) >= threshold``.
 
-    Pairs come from an exact FAISS inner-product range search over the L2-normalised rows, queried
-    in chunks; components from scipy's sparse graph routine. Groups are numbered 0.. by first row.
+    Pairs come from exact FAISS inner-product range searches over the L2-normalised rows (each
+    chunk of rows against itself and the rows after it: half the products of a full search);
+    components from scipy's sparse graph routine. Groups are numbered 0.. by first row.
     """
     import faiss
     from scipy.sparse import coo_matrix
@@ -24,16 +25,17 @@ def similarity_groups(truth: np.ndarray, threshold: float = 0.7, chunk: int = 40
     y = np.ascontiguousarray(truth, dtype=np.float32)
     y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
     n = y.shape[0]
-    index = faiss.IndexFlatIP(y.shape[1])
-    index.add(y)
     # FAISS keeps inner products strictly above the radius; step just below it to keep ">=".
     radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
     rows, cols = [], []
     for start in range(0, n, chunk):
+        # the graph is symmetric: each chunk is searched against itself and later rows only
+        index = faiss.IndexFlatIP(y.shape[1])
+        index.add(y[start:])
         lims, _, labels = index.range_search(y[start : start + chunk], radius)
         counts = np.diff(lims).astype(np.int64)
         rows.append(np.repeat(np.arange(start, start + counts.size), counts))
-        cols.append(labels.astype(np.int64))
+        cols.append(labels.astype(np.int64) + start)
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)

@@ -32,7 +32,7 @@ def gradient_optimum(obj: BlendObjective) -> tuple[np.ndarray, float]:
 
     best_c, best_v = None, -np.inf
     for s in starts:
-        res = minimize(neg, s, jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 3000})
+        res = minimize(neg, s, jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 2000})
         c = np.clip(res.x, 0.0, None)
         if c.max() <= 0:
             continue

@@ -24,7 +24,8 @@ def print_table(result, console=None) -> None:
     scores.add_row("[bold]final study", f"[bold]{result.in_sample:.5f}", "")
     scores.add_row("gradient optimum (final)", f"{result.gradient_optimum:.5f}", "")
     scores.add_row("gap: optimum - best trial", f"{result.gradient_gap:+.2e}", "")
-    scores.add_row("gap: optimum - best searched trial", f"{result.search_gap:+.2e}", "")
+    if result.search_gap is not None:
+        scores.add_row("gap: optimum - best searched trial", f"{result.search_gap:+.2e}", "")
     if result.snap:
         t = result.snap["threshold"]
         scores.add_row("snap-to-bank", f"t={t:.3f}, {result.snap['n_snapped']} rows" if t is not None else "off", "")

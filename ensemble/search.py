@@ -112,7 +112,12 @@ class StorageSpec:
     def open(self):
         """This process's storage object for the spec (made once, then shared by its studies)."""
         if self not in _OPEN:
-            _OPEN[self] = self._make()
+            from sqlalchemy.exc import SQLAlchemyError
+
+            try:
+                _OPEN[self] = self._make()
+            except SQLAlchemyError as e:
+                raise ConfigError(f"cannot open the study storage {self.public_url}: {str(e).splitlines()[0]}") from e
         return _OPEN[self]
 
     def _make(self):
@@ -168,9 +173,11 @@ def storage_spec(url: str | None, out: str | Path, workers: int = 1, heartbeat: 
             raise ConfigError("SQLite cannot serve several worker processes: use a .journal path or postgresql://")
         return StorageSpec(url, "sqlite", heartbeat)
     if url.startswith(("postgresql://", "postgres://")):
-        scheme, rest = url.split("://", 1)
+        rest = url.split("://", 1)[1]
         try:
             import psycopg2  # noqa: F401
+
+            scheme = "postgresql"
         except ImportError:
             scheme = "postgresql+psycopg"
         return StorageSpec(f"{scheme}://{rest}", "rdb", heartbeat)

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ensemble.tune", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", help="run folders, or folders holding runs (none: run the built-in demo)")
     ap.add_argument("--truth", help="prompts.csv (imgId,prompt) or a run folder of truth embeddings")
-    ap.add_argument("--trials", type=int, default=500, help="trials per study (default 500)")
+    ap.add_argument("--trials", type=int, help="trials per study (default 500; the demo picks its own)")
     ap.add_argument("--folds", type=int, default=5, help="outer CV folds grouped by prompt similarity; 0 skips CV")
     ap.add_argument("--sampler", default="tpe", choices=list_samplers(), help="Optuna sampler (default tpe)")
     ap.add_argument("--storage", help="sqlite:///FILE, FILE.journal or postgresql://... (default: SQLite in --out)")
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             from experiments.demo import run_demo
         except ImportError as e:
             raise ConfigError(f"the built-in demo (experiments.demo) is not available: {e}; pass --runs and --truth") from e
-        run_demo(out=Path(args.out))
+        kwargs = {"trials": args.trials} if args.trials else {}
+        run_demo(out=Path(args.out), seed=args.seed, progress=not args.no_progress, **kwargs)
         return 0
     if not args.truth:
         raise ConfigError("--truth is required with --runs")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         load_runs(args.runs),
         load_truth(args.truth),
         args.out,
-        trials=args.trials,
+        trials=args.trials or 500,
         folds=args.folds,
         sampler=args.sampler,
         storage=args.storage,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import time
@@ -19,7 +18,7 @@ from promptblend.vectors import DIM, check_embeddings, l2_normalise
 from . import search
 from .align import Aligned, align
 from .blend import BlendParams, blend_stack, save_params
-from .objective import BlendObjective, MeanStats, RawStats, mean_stats, raw_stats
+from .objective import BlendObjective, MeanStats, RawStats, mean_stats_many, raw_stats
 from .optimum import gradient_optimum
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,11 @@ class Job:
         return objective
 
 
-def _work(spec: search.StorageSpec, jobs: list[Job], raw: RawStats, sampler: str, seed: int, worker: int) -> None:
-    """Worker process body: run every study in turn (spawned; also what other hosts do via the CLI)."""
+def run_worker(spec: search.StorageSpec, jobs: list[Job], raw: RawStats, sampler: str, seed: int, worker: int) -> None:
+    """A worker process: run every study of ``jobs`` in turn until each holds its trials.
+
+    Spawned by :func:`tune` with ``workers > 1``; its sampler seed is offset by ``worker``.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -75,7 +77,7 @@ class TuneResult:
     fold_in_sample: list[float]
     gradient_optimum: float
     gradient_gap: float
-    search_gap: float
+    search_gap: float | None
     single_scores: dict[str, float]
     n_images: int
     n_groups: int | None
@@ -90,6 +92,7 @@ class TuneResult:
     snap: dict | None = None
     fold_weights: list[dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
     submission: Path | None = None
 
@@ -136,21 +139,14 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="trial", disable=not enabled, leave=False)
 
 
-def _small_blas(fn):
-    """Run ``fn`` with one BLAS thread: every product here is small, and threaded BLAS on busy cores
-    spins instead of working (L-BFGS-B slowed 10x here)."""
+def _one_blas_thread():
+    """One BLAS thread for the search: its products are small, and threaded BLAS on busy cores
+    spins instead of working (L-BFGS-B and the objective slowed 2-10x here)."""
+    from threadpoolctl import threadpool_limits
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            return fn(*args, **kwargs)
-
-    return wrapper
+    return threadpool_limits(limits=1, user_api="blas")
 
 
-@_small_blas
 def tune(
     runs: Sequence[Run],
     truth: Run,
@@ -215,6 +211,7 @@ def tune(
     n = len(data.ids)
     all_rows = np.arange(n)
 
+    timings = {}
     raw = raw_stats(data.stack, data.truth)
     n_groups = largest = fold_of = groups = None
     if folds:
@@ -234,31 +231,14 @@ def tune(
     mus.append(_mean_for(mean_vector, data.truth, all_rows, bank))
     jobs.append((f"{prefix}-final", all_rows))
     has_mean = mus[-1] is not None
-    job_list = [
-        Job(name, rows, mean_stats(data.stack, data.truth, mu) if mu is not None else None, data.names, normalise, trials)
-        for (name, rows), mu in zip(jobs, mus)
-    ]
+    means = mean_stats_many(data.stack, data.truth, mus) if has_mean else [None] * len(mus)
+    job_list = [Job(name, rows, m, data.names, normalise, trials) for (name, rows), m in zip(jobs, means)]
 
-    # gradient optimum per study, enqueued as its first trial; studies created before any worker
-    optima = []
-    for i, job in enumerate(job_list):
-        best = max((gradient_optimum(obj) + (norm,) for norm, obj in job.objectives(raw).items()), key=lambda r: r[1])
-        optima.append(best)
-        st = search.open_study(spec, job.name, fingerprint=_fingerprint(data, raw, job.rows, mus[i], normalise))
-        if spec.kind != "rdb":
-            search.recover_orphans(st)
-        search.enqueue_warm_start(st, search.blend_trial_params(data.names, best[0], best[2], has_mean, normalise))
+    timings["prepare_s"] = round(time.perf_counter() - t0, 3)
+    with _one_blas_thread():
+        optima = _search(spec, job_list, raw, data, mus, normalise, has_mean, sampler, seed, workers, trials, progress)
 
-    if workers == 1:
-        for i, job in enumerate(job_list):
-            st = search.open_study(spec, job.name, search.create_sampler(sampler, seed + i))
-            bar = _progress_bar(trials, job.name, progress)
-            bar.update(min(search.counts(st).complete, trials))
-            search.run_study(st, job.trial_function(raw), trials, on_trial=lambda t, b=bar: b.update(1))
-            bar.close()
-    else:
-        _run_workers(spec, job_list, raw, sampler, seed, workers, progress)
-
+    timings["studies_s"] = round(time.perf_counter() - t0 - timings["prepare_s"], 3)
     studies = [search.open_study(spec, job.name) for job in job_list]
     best_trials = [search.best_trial(st) for st in studies]
     decoded = [search.decode(t.params, data.names, has_mean, normalise) for t in best_trials]
@@ -300,7 +280,7 @@ def tune(
         fold_in_sample=fold_in,
         gradient_optimum=grad_v,
         gradient_gap=float(grad_v - best_trials[-1].value),
-        search_gap=float(grad_v - max(searched)) if searched else float("nan"),
+        search_gap=float(grad_v - max(searched)) if searched else None,
         single_scores={name: float(final_obj(np.eye(len(data.names) + 1)[j])) for j, name in enumerate(data.names)},
         n_images=n,
         n_groups=n_groups,
@@ -319,14 +299,41 @@ def tune(
     result.submission = _write_submission(out, params, data, test_runs, bank)
     if folds:
         _write_folds(out / "folds.csv", data.ids, fold_of, groups)
-    result.wall_s = round(time.perf_counter() - t0, 3)
-    save_params(out, params, result.summary())
     if report:
         from . import report as rep
 
         rep.write_plots(out, result, studies)
+    result.wall_s = round(time.perf_counter() - t0, 3)
+    timings["outputs_s"] = round(result.wall_s - timings["prepare_s"] - timings["studies_s"], 3)
+    result.timings = timings
+    save_params(out, params, result.summary())
+    if report:
         rep.print_table(result)
     return result
+
+
+def _search(spec, job_list, raw, data, mus, normalise, has_mean, sampler, seed, workers, trials, progress) -> list:
+    """Create every study with its gradient optimum enqueued as the first trial (all before any
+    worker starts), run them, and return the optima ``(c, score, normalise)``."""
+    optima = []
+    for i, job in enumerate(job_list):
+        best = max((gradient_optimum(obj) + (norm,) for norm, obj in job.objectives(raw).items()), key=lambda r: r[1])
+        optima.append(best)
+        st = search.open_study(spec, job.name, fingerprint=_fingerprint(data, raw, job.rows, mus[i], normalise))
+        if spec.kind != "rdb":
+            search.recover_orphans(st)
+        search.enqueue_warm_start(st, search.blend_trial_params(data.names, best[0], best[2], has_mean, normalise))
+
+    if workers == 1:
+        for i, job in enumerate(job_list):
+            st = search.open_study(spec, job.name, search.create_sampler(sampler, seed + i))
+            bar = _progress_bar(trials, job.name, progress)
+            bar.update(min(search.counts(st).complete, trials))
+            search.run_study(st, job.trial_function(raw), trials, on_trial=lambda t, b=bar: b.update(1))
+            bar.close()
+    else:
+        _run_workers(spec, job_list, raw, sampler, seed, workers, progress)
+    return optima
 
 
 def _run_workers(spec, job_list, raw, sampler, seed, workers, progress) -> None:
@@ -334,7 +341,7 @@ def _run_workers(spec, job_list, raw, sampler, seed, workers, progress) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_work, args=(spec, job_list, raw, sampler, seed, w), daemon=True) for w in range(workers)]
+    procs = [ctx.Process(target=run_worker, args=(spec, job_list, raw, sampler, seed, w), daemon=True) for w in range(workers)]
     for p in procs:
         p.start()
     studies = [search.open_study(spec, job.name) for job in job_list]

@@ -98,3 +98,12 @@ def test_bank_snaps_close_rows_only(problem):
     np.testing.assert_allclose(out[:50], truth.embeddings[:50], atol=1e-6)
     sim, _ = bank.nearest(query[50:])
     np.testing.assert_array_equal(out[50:][sim < 0.99], query[50:][sim < 0.99])
+
+
+def test_storage_url_hides_the_password(tmp_path):
+    from ensemble.search import storage_spec
+
+    spec = storage_spec("postgresql://user:secret@db.example:5432/optuna", tmp_path)
+    assert "secret" not in spec.public_url and spec.url.startswith("postgresql")
+    assert storage_spec(None, tmp_path).kind == "sqlite"
+    assert storage_spec(None, tmp_path, workers=3).kind == "journal"

@@ -62,3 +62,14 @@ def test_gradient_optimum_beats_random_blends_and_is_stationary(problem):
     _, grad = obj.value_and_grad(c)
     interior = (c > 1e-6) & (c < 1 - 1e-6)
     assert np.abs(grad[interior]).max() < 1e-6  # KKT: zero gradient off the bounds
+
+
+def test_float32_statistics_stay_close(problem):
+    stack, y, mu = problem
+    raw, mean = raw_stats(stack, y), mean_stats(stack, y, mu)
+    exact = BlendObjective(raw, True, mean)
+    fast = BlendObjective(raw, True, mean, precision="float32")
+    c = np.array([1.0, 0.6, 0.3, 0.2, 0.4])
+    assert abs(fast(c) - exact(c)) < 1e-6
+    with pytest.raises(ValueError):
+        BlendObjective(raw, True, mean, precision="float16")

@@ -139,6 +139,9 @@ def test_cli_runs_and_rejects_bad_input(problem, tmp_path, capsys):
     assert main(["--runs", str(tmp_path / "runs")]) == 2
     assert main(["--runs", str(tmp_path / "runs"), "--truth", str(tmp_path / "truth"), "--storage", "redis://x"]) == 2
     assert "unsupported --storage" in capsys.readouterr().err
+    assert main(["--runs", str(tmp_path / "runs"), "--truth", str(tmp_path / "truth"), "--folds", "0",
+                 "--storage", "postgresql://nobody@127.0.0.1:1/none", "--out", str(tmp_path / "pg")]) == 2
+    assert "cannot open the study storage" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0

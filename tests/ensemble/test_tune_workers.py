@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from ensemble import search
 from ensemble.objective import raw_stats
 from ensemble.synthetic import synthetic_problem
-from ensemble.tuner import Job, _work, tune
+from ensemble.tuner import Job, run_worker, tune
 
 PG_URL = os.environ.get("PROMPTBLEND_TEST_PG_URL")
 N_TRIALS = 30
@@ -38,7 +38,7 @@ def test_three_workers_one_killed_no_trial_lost_or_duplicated(tmp_path):
     job = Job(name, np.arange(2000), None, [r.name for r in runs], None, N_TRIALS)
     study = search.open_study(spec, name)  # created once, before the workers start
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_work, args=(spec, [job], raw, "tpe", 0, w)) for w in range(3)]
+    procs = [ctx.Process(target=run_worker, args=(spec, [job], raw, "tpe", 0, w)) for w in range(3)]
     for p in procs:
         p.start()
     victim = procs[0]
@@ -86,3 +86,21 @@ def test_local_workers_share_a_journal_study(tmp_path):
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert 12 <= states.count(TrialState.COMPLETE) <= 13 and TrialState.RUNNING not in states
     assert len({t.user_attrs["worker"] for t in study.get_trials(deepcopy=False)}) >= 2
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="PROMPTBLEND_TEST_PG_URL is not set")
+def test_tune_with_postgres_workers_end_to_end(tmp_path):
+    runs, truth = synthetic_problem(300, 3, seed=4)
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    result = tune(runs, truth, tmp_path, trials=8, folds=2, storage=PG_URL, study=prefix, workers=2,
+                  heartbeat=1, progress=False, report=False)
+    assert result.storage.startswith("postgresql")
+    assert result.studies == [f"{prefix}-fold0", f"{prefix}-fold1", f"{prefix}-final"]
+    spec = search.storage_spec(PG_URL, tmp_path, workers=2)
+    for name in result.studies:
+        study = search.open_study(spec, name)
+        c = search.counts(study)
+        assert 8 <= c.complete <= 9 and c.running == 0 and c.waiting == 0
+    assert (tmp_path / "submission.csv").is_file() and (tmp_path / "best.json").is_file()
+    assert not list(tmp_path.glob("optuna.*"))  # nothing local: the study lives in PostgreSQL
