@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelNotFoundError
+from .errors import EmbeddingError, ModelNotFoundError
+from .vectors import l2_normalise
 
 #: Name that selects the packaged all-MiniLM-L6-v2 (the competition's scoring model).
 SCORING_MODEL = "all-MiniLM-L6-v2"
@@ -54,26 +55,42 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+#: ``torch``: sentence-transformers itself (the scoring path). ``onnx``: the same weights exported to
+#: ONNX Runtime fp32 with fused BERT kernels, token-length-bucketed batches (bank embedding).
+BACKENDS = ("torch", "onnx")
+
+
 def encode(
     texts: str | Sequence[str],
     model: str | None = None,
     batch_size: int = 64,
     show_progress: bool | None = None,
     normalize: bool = True,
+    backend: str = "torch",
 ) -> np.ndarray:
     """Embed texts as float32 rows (L2-normalised by default), batched, in input order.
 
     One string gives shape ``(dim,)``; a list gives ``(len(texts), dim)``. A progress bar shows
-    for more than a few batches unless ``show_progress`` says otherwise.
+    for more than a few batches unless ``show_progress`` says otherwise. ``backend='onnx'`` runs
+    an fp32 ONNX export of the same model (cached under ``cache_dir()/onnx``); scoring uses ``torch``.
     """
+    if backend not in BACKENDS:
+        raise EmbeddingError(f"unknown encode backend '{backend}'; use one of {', '.join(BACKENDS)}")
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)
+    if show_progress is None:
+        show_progress = len(items) > 8 * batch_size
+    if backend == "onnx":
+        from .onnx_text import load_onnx_encoder
+
+        out = load_onnx_encoder(resolve_model(model)).encode(items, batch_size, show_progress)
+        if normalize:
+            out = l2_normalise(out)
+        return out[0] if single else out
     st = load_text_model(model)
     dim = (getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension)()
     if not items:
         return np.zeros((0, dim), np.float32)
-    if show_progress is None:
-        show_progress = len(items) > 8 * batch_size
     out = st.encode(
         items,
         batch_size=batch_size,

@@ -48,3 +48,11 @@ class ModelNotFoundError(PromptblendError):
 
 class BlendError(PromptblendError):
     """A blend or tuning request cannot be carried out (too few runs, clashing run names, bad parameters)."""
+
+
+class BankError(PromptblendError):
+    """A prompt bank or its index is empty, unreadable, incomplete or inconsistent."""
+
+
+class KeyModelMismatchError(BankError):
+    """An index's keys were embedded by a different model than the one used to query it."""

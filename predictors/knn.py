@@ -1,0 +1,95 @@
+"""``knn``: CLIP image embedding -> FAISS search over a prompt bank's CLIP keys -> mean of the
+top-k neighbours' MiniLM values weighted by a softmax of their similarities (``k``, ``temperature``)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from promptblend.errors import ConfigError
+from promptblend.vectors import l2_normalise
+
+from .base import Prediction, Predictor
+
+
+@functools.lru_cache(maxsize=4)
+def clip_image_transform(model_name: str, pretrained: str | None):
+    """The eval image transform of an open_clip model, built from its config without its weights."""
+    import open_clip
+
+    from .clip import load_clip, register_clip_configs
+
+    register_clip_configs()
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:  # hf-hub or other remote configs: take it from the loaded model
+        return load_clip(model_name, pretrained).preprocess
+    pp = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    return open_clip.image_transform(
+        cfg["vision_cfg"]["image_size"],
+        is_train=False,
+        mean=pp.get("mean"),
+        std=pp.get("std"),
+        resize_mode=pp.get("resize_mode"),
+        interpolation=pp.get("interpolation"),
+    )
+
+
+def weighted_neighbours(sims: np.ndarray, rows: np.ndarray, values: np.ndarray, temperature: float) -> np.ndarray:
+    """Unit rows: softmax(sims / temperature)-weighted mean of ``values[rows]`` (rows < 0 ignored)."""
+    valid = rows >= 0
+    logits = np.where(valid, sims / temperature, -np.inf)
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits) * valid
+    weights /= weights.sum(axis=1, keepdims=True)
+    neighbours = np.asarray(values[np.where(valid, rows, 0).ravel()], dtype=np.float32)
+    neighbours = neighbours.reshape(*rows.shape, values.shape[1])
+    return l2_normalise(np.einsum("bk,bkd->bd", weights.astype(np.float32), neighbours))
+
+
+class KnnPredictor(Predictor):
+    """Nearest bank prompts of each image, averaged. ``index`` is a bank folder from ``index.build``
+    whose keys were embedded by the same CLIP (``clip_model``/``clip_pretrained``)."""
+
+    def __init__(self, index: str | None = None, clip_model: str = "ViT-H-14",
+                 clip_pretrained: str | None = "laion2b_s32b_b79k", k: int = 10, temperature: float = 0.05,
+                 device: str | None = None) -> None:
+        super().__init__(index=index, clip_model=clip_model, clip_pretrained=clip_pretrained, k=k,
+                         temperature=temperature, device=device)
+        if int(k) < 1:
+            raise ConfigError(f"knn: k must be >= 1, got {k}")
+        if float(temperature) <= 0:
+            raise ConfigError(f"knn: temperature must be > 0, got {temperature}")
+        self.index, self.k, self.temperature = index, int(k), float(temperature)
+        self.clip_model, self.clip_pretrained, self.device = clip_model, clip_pretrained, device
+
+    def setup(self) -> None:
+        """Open the bank, check its key model, load CLIP."""
+        from index.bank import load_bank
+
+        from .clip import load_clip
+
+        if not self.index:
+            raise ConfigError("knn needs a bank: pass index=/path/to/bank (built by python -m index.build --keys ...)")
+        self.bank = load_bank(str(self.index))
+        self.bank.check_key_model(self.clip_model, self.clip_pretrained)
+        self.clip = load_clip(self.clip_model, self.clip_pretrained, self.device)
+
+    def preprocess(self, image):
+        """RGB image -> CLIP pixel tensor (3, H, W)."""
+        return clip_image_transform(self.clip_model, self.clip_pretrained)(image)
+
+    def collate(self, items: list) -> Any:
+        """Stack pixel tensors."""
+        import torch
+
+        return torch.stack(items)
+
+    def predict_batch(self, batch) -> Prediction:
+        """CLIP image embeddings -> bank search -> weighted neighbour values."""
+        from .clip import embed_images
+
+        self.ensure_setup()
+        sims, rows = self.bank.search(embed_images(self.clip, batch), self.k)
+        return Prediction(weighted_neighbours(sims, rows, self.bank.values, self.temperature))

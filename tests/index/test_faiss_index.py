@@ -1,0 +1,54 @@
+"""Index building, exact search, recall measurement and search-parameter tuning on real FAISS."""
+
+import numpy as np
+import pytest
+
+from index.choose import IndexChoice
+from index.faiss_index import build_index, exact_search, recall_at_k, sample_queries, tune_search
+
+
+def _clustered(n, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(64, dim))
+    x = centres[rng.integers(0, 64, n)] + 0.6 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_search_matches_numpy():
+    keys = _clustered(3000, 16)
+    q = sample_queries(keys, 20)
+    d, i = exact_search(keys, q, 5)
+    brute = np.argsort(-(q @ keys.T), axis=1)[:, :5]
+    assert (i == brute).mean() > 0.99
+    np.testing.assert_allclose(d, np.take_along_axis(q @ keys.T, i, 1), atol=1e-5)
+
+
+def test_recall_at_k():
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = np.array([[4, 3, 9, 1], [-1, -1, -1, -1]])
+    assert recall_at_k(found, truth) == pytest.approx(3 / 8)
+
+
+@pytest.mark.parametrize("key, param", [("IVF64,Flat", "nprobe"), ("IVF64,SQ8", "nprobe"), ("HNSW32", "efSearch")])
+def test_tuning_reaches_the_target_with_the_smallest_value(key, param):
+    keys = _clustered(6000, 32)
+    choice = IndexChoice(key, 0, param)
+    index = build_index(keys, choice, progress=False)
+    assert index.ntotal == len(keys)
+    t = tune_search(index, choice, keys, target=0.9, n_queries=200)
+    assert t["reached"] and t["recall"] >= 0.9 and t["param"] == param
+    values = [c[0] for c in t["curve"]]
+    assert t["value"] == values[-1] and all(c[1] < 0.9 for c in t["curve"][:-1])
+    # the tuned value is left set on the index: searching again gives that recall
+    q = sample_queries(keys, 200, seed=1)
+    _, truth = exact_search(keys, q, 10)
+    _, found = index.search(q, 10)
+    assert recall_at_k(found, truth) == pytest.approx(t["recall"], abs=1e-6)
+
+
+def test_unreachable_target_keeps_the_best_value():
+    keys = _clustered(2000, 16)
+    choice = IndexChoice("IVF16,PQ2x4", 0, "nprobe")
+    index = build_index(keys, choice, progress=False)
+    t = tune_search(index, choice, keys, target=1.01, n_queries=100)
+    assert not t["reached"] and t["recall"] == max(c[1] for c in t["curve"])
