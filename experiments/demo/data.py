@@ -37,11 +37,23 @@ from .render import COLOURS, OBJECTS, SCENES, STYLES, Scene, render
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so cached folders are not reused.
-DATA_VERSION = 2
+DATA_VERSION = 3
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-#: Artists an interrogator ranks (prompts name any of ~5k: CLIP cannot see them anyway).
+#: Artists an interrogator ranks: the popular ones prompts use, then others from the package's list.
 LABEL_ARTISTS = 300
+#: Flavour phrases prompts draw from (the package's most common first).
+N_FLAVOURS = 600
+#: Artists prompts name, most popular first (all in clip-interrogator's ``artists.txt``): real
+#: prompts reuse a few dozen names far more than the other thousands.
+POPULAR_ARTISTS = (
+    "Greg Rutkowski", "Alphonse Mucha", "Artgerm", "Thomas Kinkade", "Makoto Shinkai", "Studio Ghibli",
+    "Hayao Miyazaki", "Claude Monet", "Salvador Dali", "Beeple", "James Gurney", "Ilya Kuvshinov",
+    "Craig Mullins", "Simon Stalenhag", "Ruan Jia", "Peter Mohrbacher", "Boris Vallejo", "Frank Frazetta",
+    "H. R. Giger", "Moebius", "Dan Mumford", "Kilian Eng", "Jakub Rozalski", "Tyler Edlin",
+    "John Singer Sargent", "Gustav Klimt", "Andy Warhol", "Katsushika Hokusai", "Norman Rockwell",
+    "Edward Hopper", "Rembrandt", "Johannes Vermeer", "Ivan Aivazovsky", "Albert Bierstadt",
+)
 
 
 @dataclass(frozen=True)
@@ -118,17 +130,20 @@ _VISIBLE_WORDS = set(COLOURS) | set(OBJECTS) | set(OBJECTS.values()) | {
 def noise_words() -> dict[str, list[str]]:
     """Modifier phrases, artists and movements from clip-interrogator's banks, minus visible words.
 
-    Flavours keep the package's order (most common first): prompts draw them with a skew towards
-    the top, as real prompts do ("highly detailed" is frequent, "dogs playing poker" rare).
+    Flavours keep the package's order (most common first) and artists put the popular ones first:
+    prompts draw both with a skew towards the top, as real prompts do ("highly detailed" is
+    frequent, "dogs playing poker" rare). ``all_artists`` is the package's whole usable list.
     """
 
     def usable(s: str) -> bool:
         return s.isascii() and 2 < len(s) <= 32 and not (set(s.lower().split()) & _VISIBLE_WORDS)
 
-    flavours = [s for s in _package_lines("flavors.txt") if usable(s)][:1500]
-    artists = [s for s in _package_lines("artists.txt") if usable(s)]
+    flavours = [s for s in _package_lines("flavors.txt") if usable(s)][:N_FLAVOURS]
+    all_artists = [s for s in _package_lines("artists.txt") if usable(s)]
+    known = set(all_artists)
+    artists = [a for a in POPULAR_ARTISTS if a in known]
     movements = [s for s in _package_lines("movements.txt") if usable(s)]
-    return {"flavours": flavours, "artists": artists, "movements": movements}
+    return {"flavours": flavours, "artists": artists, "movements": movements, "all_artists": all_artists}
 
 
 # --- prompts ---------------------------------------------------------------------------------------
@@ -145,13 +160,17 @@ def sample_scene(rng: random.Random) -> Scene:
     )
 
 
+def _skewed(items: list[str], rng: random.Random, power: float) -> str:
+    """An item drawn with a skew towards the front of ``items``."""
+    return items[int(len(items) * rng.random() ** power)]
+
+
 def compose_prompt(scene: Scene, rng: random.Random) -> str:
     """One prompt for ``scene``: a template over its visible phrases plus 1-3 noise modifiers."""
     words = noise_words()
-    flavours = words["flavours"]
     mods = []
     for _ in range(rng.choice((1, 2, 2, 3))):
-        m = flavours[int(len(flavours) * rng.random() ** 3)]
+        m = _skewed(words["flavours"], rng, 3)
         if m not in mods:
             mods.append(m)
     tail = ", ".join(mods)
@@ -162,7 +181,7 @@ def compose_prompt(scene: Scene, rng: random.Random) -> str:
     elif template == 1:
         prompt = f"{what}, {scene.style}, {tail}"
     elif template == 2:
-        prompt = f"{scene.style} of {what}, {tail}, by {rng.choice(words['artists'])}"
+        prompt = f"{scene.style} of {what}, {tail}, by {_skewed(words['artists'], rng, 2)}"
     else:
         prompt = f"{what}, {scene.style}, {tail}, {rng.choice(words['movements'])}"
     return prompt
@@ -207,7 +226,7 @@ def label_banks() -> dict[str, list[str]]:
         "scenes": list(SCENES),
         "mediums": mediums,
         "flavors": words["flavours"],
-        "artists": words["artists"][:LABEL_ARTISTS],
+        "artists": list(dict.fromkeys(words["artists"] + words["all_artists"]))[:LABEL_ARTISTS],
         "movements": words["movements"],
     }
 
