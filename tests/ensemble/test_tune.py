@@ -164,3 +164,32 @@ def test_snap_to_bank_threshold_is_tuned_and_applied(problem, tmp_path):
     params = load_params(tmp_path / "out")
     assert params.bank == str(tmp_path / "bank")
     np.testing.assert_allclose(apply_blend(params, runs), emb, atol=1e-5)
+
+
+def test_submission_for_test_runs_and_intersect(problem, tmp_path):
+    runs, truth = problem
+    test_runs = [Run(r.ids[:40], r.embeddings[:40], dict(r.meta)) for r in runs]
+    short = [runs[0], runs[1], Run(runs[2].ids[5:], runs[2].embeddings[5:], dict(runs[2].meta))]
+    result = tune(short, truth, tmp_path, trials=3, folds=0, intersect=True, test_runs=test_runs,
+                  progress=False, report=False)
+    assert result.n_images == N - 5 and result.dropped == {"run0": 5, "run1": 5, "truth": 5}
+    ids, emb = read_submission(tmp_path / "submission.csv")
+    assert ids == runs[0].ids[:40]
+    np.testing.assert_allclose(emb, apply_blend(result, test_runs), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_snap_with_a_bank_built_by_index_build(problem, tmp_path):
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"a painting of a {w} number {i}" for i, w in enumerate(["cat", "dog", "ship"] * 8)) + "\n")
+    subprocess.run([sys.executable, "-m", "index.build", "--prompts", str(prompts), "--out", str(tmp_path / "bank")],
+                   check=True, capture_output=True)
+    runs, truth = problem
+    result = tune(runs, truth, tmp_path / "out", trials=3, folds=2, index=tmp_path / "bank", mean_vector="bank",
+                  progress=False, report=False)
+    doc = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert doc["bank"] == str(tmp_path / "bank") and "snap" in doc and result.snap is not None
+    assert result.params.mean_vector is not None
