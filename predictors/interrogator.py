@@ -16,47 +16,10 @@ from promptblend.errors import ConfigError
 
 from .base import Prediction, Predictor
 from .captioner import CaptionModel, load_caption_model
-from .clip import ClipBundle, _autocast, embed_images, embed_texts, load_clip
-from .interrogator_labels import LabelBanks
+from .clip import ClipBundle, embed_images, load_clip
+from .interrogator_labels import LabelBanks, embed_short_texts, embed_tokens, short_context_ok
 
 MODES = ("fast", "classic", "best")
-
-
-def embed_short_texts(bundle: ClipBundle, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """:func:`~predictors.clip.embed_texts` computing only up to each batch's longest text.
-
-    CLIP's causal text tower pooled at the end token gives the same result without the padding
-    (for prompts of ~20 tokens, a quarter of the work). Models other than open_clip's plain ``CLIP``
-    with argmax pooling take the full-context path.
-    """
-    if not _short_context_ok(bundle):
-        return embed_texts(bundle, texts, batch_size)
-    chunks = [
-        embed_tokens(bundle, bundle.tokenizer(list(texts[s : s + batch_size])))
-        for s in range(0, len(texts), batch_size)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, bundle.embed_dim), np.float32)
-
-
-def _short_context_ok(bundle: ClipBundle) -> bool:
-    return type(bundle.model).__name__ == "CLIP" and getattr(bundle.model, "text_pool_type", None) == "argmax"
-
-
-def embed_tokens(bundle: ClipBundle, tokens: Any) -> np.ndarray:
-    """Unit CLIP text embeddings of token ids (N, L), zero-padded; columns past the longest row are cut."""
-    import torch
-
-    model = bundle.model
-    n = max(1, int((tokens != 0).sum(1).max()))
-    tokens = tokens[:, :n].to(bundle.device)
-    with torch.inference_mode(), _autocast(bundle.device):
-        cast = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
-        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
-        x = x[torch.arange(len(tokens), device=x.device), tokens.argmax(dim=-1)]
-        proj = model.text_projection
-        x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
-    return torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy()
 
 
 class ChainTokenizer:
@@ -130,6 +93,7 @@ class Interrogator(Predictor):
         self.clip: ClipBundle | None = None
         self.captioner: CaptionModel | None = None
         self.banks: LabelBanks | None = None
+        self.chain_tokenizer: ChainTokenizer | None = None
 
     # ------------------------------------------------------------ setup / batching
 
@@ -219,7 +183,7 @@ class Interrogator(Predictor):
             if not active:
                 break
             candidates = {b: [f"{curr[b]}, {f}" for f in remaining[b]] for b in sorted(active)}
-            if _short_context_ok(self.clip):
+            if short_context_ok(self.clip):
                 sims = self._token_similarities(feats, {b: chain_tokens(curr[b], remaining[b]) for b in candidates})
             else:
                 sims = self._similarities(feats, candidates)

@@ -21,7 +21,7 @@ import numpy as np
 from promptblend import atomic
 from promptblend.errors import ConfigError
 
-from .clip import ClipBundle, embed_texts
+from .clip import ClipBundle, _autocast, embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,47 @@ def label_embeddings(
             return emb
         log.warning("label cache %s has %d rows for %d labels; recomputing", path, emb.shape[0], len(labels))
     log.info("embedding %d '%s' labels with %s (cached in %s)", len(labels), bank, bundle.name, path.parent)
-    emb = embed_texts(bundle, labels, batch_size=batch_size, progress=len(labels) > 4 * batch_size).astype(np.float16)
+    emb = embed_short_texts(bundle, labels, batch_size, progress=len(labels) > 4 * batch_size).astype(np.float16)
     atomic.save_npy(path, emb)
     return emb
+
+
+def embed_short_texts(bundle: ClipBundle, texts: list[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """:func:`~predictors.clip.embed_texts` computing only up to each batch's longest text.
+
+    CLIP's causal text tower pooled at the end token gives the same result without the padding
+    (for prompts of ~20 tokens, a quarter of the work). Models other than open_clip's plain ``CLIP``
+    with argmax pooling take the full-context path.
+    """
+    from tqdm.auto import tqdm
+
+    if not short_context_ok(bundle):
+        return embed_texts(bundle, texts, batch_size, progress)
+    starts = tqdm(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch")
+    chunks = [embed_tokens(bundle, bundle.tokenizer(list(texts[s : s + batch_size]))) for s in starts]
+    return np.concatenate(chunks) if chunks else np.zeros((0, bundle.embed_dim), np.float32)
+
+
+def short_context_ok(bundle: ClipBundle) -> bool:
+    """Whether :func:`embed_tokens` applies (open_clip ``CLIP`` pooled at the end token)."""
+    return type(bundle.model).__name__ == "CLIP" and getattr(bundle.model, "text_pool_type", None) == "argmax"
+
+
+def embed_tokens(bundle: ClipBundle, tokens: Any) -> np.ndarray:
+    """Unit CLIP text embeddings of token ids (N, L), zero-padded; columns past the longest row are cut."""
+    import torch
+
+    model = bundle.model
+    n = max(1, int((tokens != 0).sum(1).max()))
+    tokens = tokens[:, :n].to(bundle.device)
+    with torch.inference_mode(), _autocast(bundle.device):
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+        x = x[torch.arange(len(tokens), device=x.device), tokens.argmax(dim=-1)]
+        proj = model.text_projection
+        x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+    return torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy()
 
 
 @dataclass

@@ -44,7 +44,7 @@ def interrogator(label_cache):
 
 def test_short_text_embedding_equals_full_context(interrogator):
     from predictors.clip import embed_texts
-    from predictors.interrogator import embed_short_texts
+    from predictors.interrogator_labels import embed_short_texts
 
     texts = ["a cat", "a castle on a hill at dusk, by Greg Rutkowski, trending on Artstation", "x" * 300]
     np.testing.assert_allclose(embed_short_texts(interrogator.clip, texts, 2), embed_texts(interrogator.clip, texts),
