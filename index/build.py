@@ -145,6 +145,11 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
     work.mkdir(parents=True, exist_ok=True)
     for stale in itertools.chain(work.glob(".*.tmp*"), (work / "shards").glob(".*.tmp*"), out.glob(".*.tmp*")):
         stale.unlink()  # temp files of a killed build
+    stamp = work / "build_hash"
+    if not stamp.is_file() or stamp.read_text().strip() != key:
+        for f in (work / "clean.json", work / "unique.txt", work / "values_all.npy"):
+            f.unlink(missing_ok=True)  # another build's stages; content-addressed shards stay valid
+        atomic.write_text(stamp, key)
     times: dict[str, float] = {}
     t0 = t = time.perf_counter()
 
