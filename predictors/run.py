@@ -312,8 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ap.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {default_workers()})")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     overrides = parse_config(args.name, args.config)
     t0 = time.perf_counter()
     run = run_predictor(
