@@ -85,3 +85,15 @@ def test_preprocess_matches_the_loaded_clip(drawbench):
     image = open_image_set(drawbench / "images").load(0)
     p = create_predictor("knn-tiny")
     np.testing.assert_allclose(p.preprocess(image).numpy(), load_clip("pb-tiny-clip").preprocess(image).numpy())
+
+
+def test_image_query_on_a_clip_keyed_bank(tiny_bank, drawbench, capsys):
+    from index.query import main as query_main
+    from index.query import query_bank
+
+    image = sorted((drawbench / "images").iterdir())[0]
+    hits = query_bank(tiny_bank, str(image), k=4)
+    assert len(hits) == 4 and all(-1 <= s <= 1 for s, _, _ in hits)
+    assert [s for s, _, _ in hits] == sorted((s for s, _, _ in hits), reverse=True)
+    assert query_main([str(tiny_bank), str(image), "-k", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
