@@ -257,7 +257,7 @@ def run_predictor(
     shard is written), images are decoded and preprocessed in DataLoader workers, and each shard of
     ``shard_size`` rows is written atomically, so a killed run resumes. A corrupt image raises
     :class:`BadImageError` naming it (finished shards stay for the resume) unless ``skip_bad``.
-    Keep ``shard_size`` the same when resuming into the same ``out``.
+    A resume with another ``shard_size`` recomputes the rows whose shard layout changed.
     """
     overrides = dict(config or {})
     params = resolve_params(name, overrides)

@@ -185,14 +185,11 @@ def build_run(
 
     bar = tqdm(total=len(ids), desc=predictor, unit="img", disable=not progress)
     embs, prompts = [], []
-    for n, start in enumerate(starts):
+    for start in starts:
         stop = min(start + shard_size, len(ids))
-        shard = partial / f"shard-{n:06d}.npz"
-        if shard.is_file():
-            with np.load(shard, allow_pickle=False) as z:
-                e = z["embeddings"]
-                p = z["prompts"].tolist() if "prompts" in z.files else None
-        else:
+        shard = partial / f"rows-{start:09d}-{stop:09d}.npz"
+        e, p = _read_shard(shard, stop - start)
+        if e is None:
             e, p = compute(start, stop)
             e = check_embeddings(e, n=stop - start, what=f"{predictor} rows {start}:{stop}")
             arrays = {"embeddings": e} if p is None else {"embeddings": e, "prompts": np.asarray(p, dtype=str)}
@@ -223,6 +220,23 @@ def build_run(
     save_run(final, run)
     shutil.rmtree(partial, ignore_errors=True)
     return run
+
+
+def _read_shard(path: Path, rows: int) -> tuple[np.ndarray | None, list[str] | None]:
+    """A finished shard's rows, or (None, None) when it is absent or unusable (then recomputed)."""
+    if not path.is_file():
+        return None, None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            e = z["embeddings"]
+            p = z["prompts"].tolist() if "prompts" in z.files else None
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("recomputing unreadable shard %s: %s", path, err)
+        return None, None
+    if e.shape[0] != rows or (p is not None and len(p) != rows):
+        log.warning("recomputing shard %s: %d rows, expected %d", path, e.shape[0], rows)
+        return None, None
+    return e, p
 
 
 def cache_dir() -> Path:

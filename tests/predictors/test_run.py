@@ -57,7 +57,7 @@ def test_corrupt_image_mid_set(mixed_images, tmp_path, capsys):
         run_predictor("captioner-tiny", images, out, batch_size=1, workers=1, shard_size=2, progress=False)
     assert not [p for p in out.iterdir() if is_run(p)], "no finished run after a bad image"
     (partial,) = out.glob("*.partial")
-    assert sorted(f.name for f in partial.glob("shard-*.npz")) == ["shard-000000.npz"]  # rows 0-1 kept for resume
+    assert sorted(f.name for f in partial.glob("rows-*.npz")) == ["rows-000000000-000000002.npz"]  # kept for resume
 
     # the CLI says so in one line, exit 2
     assert main(["captioner-tiny", "--images", str(images), "--out", str(tmp_path / "cli"), "--quiet"]) == 2
@@ -78,7 +78,7 @@ def test_resume_recomputes_only_missing_shards(mixed_images, tmp_path):
     partial.mkdir()
     (partial / "ids.txt").write_text("\n".join(first.ids) + "\n")
     for n in range(2):
-        np.savez(partial / f"shard-{n:06d}.npz", embeddings=first.embeddings[2 * n: 2 * n + 2] * 0 + 1 / np.sqrt(384),
+        np.savez(partial / f"rows-{2 * n:09d}-{2 * n + 2:09d}.npz", embeddings=first.embeddings[2 * n: 2 * n + 2] * 0 + 1 / np.sqrt(384),
                  prompts=np.asarray(first.prompts[2 * n: 2 * n + 2]))
     shutil.rmtree(first.path)
     resumed = run_predictor("clip-interrogator-tiny", mixed_images, out, shard_size=2, workers=0, progress=False)

@@ -101,7 +101,10 @@ def test_build_run_caches_and_fails_cleanly(tmp_path):
         build_run(tmp_path, "q", {}, ids, "fp", broken, shard_size=4, progress=False)
     key = run_key("q", {}, "fp")
     assert not (tmp_path / key).exists()  # no finished (partial) run
-    assert sorted(p.name for p in (tmp_path / f"{key}.partial").glob("shard-*")) == ["shard-000000.npz"]
+    assert sorted(p.name for p in (tmp_path / f"{key}.partial").glob("rows-*")) == ["rows-000000000-000000004.npz"]
+    # a resume with another shard size recomputes rather than mixing layouts
+    run = build_run(tmp_path, "q", {}, ids, "fp", compute, shard_size=3, progress=False)
+    assert run.ids == ids and len(run) == 10
 
     def bad_rows(a, b):
         e = _emb(b - a)
