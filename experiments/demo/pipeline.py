@@ -54,14 +54,16 @@ class DemoSize:
     clip: ClipTrainConfig
     regressor_epochs: int = 12
     clipcap_epochs: int = 10
-    clipcap_settings: dict = field(default_factory=dict)
+    #: the tiny GPT-2 is random: train all its blocks (ClipCap freezes the first ones of a pretrained one);
+    #: held-out score after 10 epochs 0.557 with these vs 0.50 with the preset's
+    clipcap_settings: dict = field(default_factory=lambda: {"trainable_blocks": 3, "lr": 3e-3})
     trials: int = 150
     folds: int = 5
     splits: int = 1000
 
 
 SIZES: dict[str, DemoSize] = {
-    "full": DemoSize("full", DataConfig(n_pairs=2000, n_bank=2000), ClipTrainConfig()),
+    "full": DemoSize("full", DataConfig(n_pairs=2000, n_bank=2000), ClipTrainConfig(), trials=60),
     "small": DemoSize(
         "small",
         DataConfig(n_pairs=400, n_bank=300),
@@ -372,14 +374,15 @@ def print_summary(result: DemoResult, console=None) -> None:
 
     console = console or Console()
     table = Table(title="promptblend demo: test split (images no model or blend weight saw)")
-    for col in ("rank", "entry", "test score", "95% interval", "private board 5-95%", "P(1st)", "blend weight"):
-        table.add_column(col, justify="left" if col == "entry" else "right")
+    table.add_column("#", justify="right")
+    table.add_column("entry", no_wrap=True, min_width=17)
+    for col in ("test score", "95% interval", "P(1st)", "blend weight"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in result.table:
         w = result.weights.get(r["name"])
         table.add_row(
-            str(r["rank"]), r["name"], f"{r['score']:.4f}", f"{r['ci_low']:.4f} - {r['ci_high']:.4f}",
-            f"{r['private_low']:.4f} - {r['private_high']:.4f}", f"{r['p_first_private']:.2f}",
-            "" if w is None else f"{w:.2f}",
+            str(r["rank"]), r["name"], f"{r['score']:.4f}", f"{r['ci_low']:.4f}-{r['ci_high']:.4f}",
+            f"{r['p_first_private']:.2f}", "" if w is None else f"{w:.2f}",
         )
     console.print(table)
     s = result.scores
