@@ -47,12 +47,18 @@ def main() -> None:
     base = np.load(args.base).astype(np.float32)
     rng = np.random.default_rng(0)
     args.work.mkdir(parents=True, exist_ok=True)
-    keys = np.lib.format.open_memmap(args.work / "keys.npy", mode="w+", dtype=np.float32, shape=(args.n, base.shape[1]))
-    keys[: len(base)] = base
-    for s in tqdm(range(len(base), args.n, 200_000), desc="synthesise", unit="chunk"):
-        e = min(s + 200_000, args.n)
-        keys[s:e] = mixtures(base, e - s, rng)
-    keys.flush()
+    path = args.work / f"keys-{args.n}-{len(base)}.npy"  # deterministic (seeded): reused by a rerun
+    if not path.is_file():
+        keys = np.lib.format.open_memmap(path.with_suffix(".tmp"), mode="w+", dtype=np.float32,
+                                         shape=(args.n, base.shape[1]))
+        keys[: len(base)] = base
+        for s in tqdm(range(len(base), args.n, 200_000), desc="synthesise", unit="chunk"):
+            e = min(s + 200_000, args.n)
+            keys[s:e] = mixtures(base, e - s, rng)
+        keys.flush()
+        del keys
+        path.with_suffix(".tmp").rename(path)
+    keys = np.load(path, mmap_mode="r")
     queries = mixtures(base, args.queries, np.random.default_rng(1))  # held out: never added
     print(f"{args.n:,} vectors ({len(base):,} real) x {base.shape[1]}; {args.queries:,} held-out queries; "
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")

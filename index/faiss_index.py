@@ -88,8 +88,11 @@ def set_search_param(index, name: str | None, value: int | None) -> None:
 
 
 def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.95, k: int = 10,
-                n_queries: int = 1000, seed: int = 1) -> dict:
-    """Smallest search parameter whose recall@k on sampled queries reaches ``target``.
+                n_queries: int = 1000, seed: int = 1, margin: float = 0.02) -> dict:
+    """Smallest search parameter whose recall@k on sampled queries reaches ``target + margin``.
+
+    The margin covers queries that are harder than the sampled ones (measured: sample 0.957 vs
+    held-out 0.938 at 1.9M vectors without it).
 
     Returns ``{"param", "value", "recall", "curve": [[value, recall, qps], ...]}``; when no value
     reaches the target, the best one is kept and ``reached`` is false.
@@ -113,14 +116,14 @@ def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.
         r = recall_at_k(found, truth)
         curve.append([value, round(r, 5), round(qps, 1)])
         log.info("%s=%d recall@%d=%.4f (%.0f q/s)", choice.search_param, value, k, r, qps)
-        if r >= target:
+        if r >= target + margin:
             break
-    best = next((c for c in curve if c[1] >= target), max(curve, key=lambda c: c[1]))
+    best = next((c for c in curve if c[1] >= target + margin), max(curve, key=lambda c: c[1]))
     if best[1] < target:
         log.warning("%s: recall@%d %.4f < target %.2f at best %s", choice.key, k, best[1], target, choice.search_param)
     set_search_param(index, choice.search_param, best[0])
     return {"param": choice.search_param, "value": best[0], "recall": best[1], "reached": best[1] >= target,
-            "k": k, "queries": len(queries), "curve": curve}
+            "margin": margin, "k": k, "queries": len(queries), "curve": curve}
 
 
 def read_index(path, mmap: bool = False):
