@@ -36,7 +36,8 @@ def plot_examples(
         lines = [f"truth: {prompts[id_]}"]
         lines += [f"{name}: {t[i]}" for name, t in texts.items()]
         lines.append("cosine  " + "   ".join(f"{k} {v[i]:.2f}" for k, v in cos.items()))
-        wrapped = "\n".join(textwrap.shorten(line, 150) for line in lines)
+        printable = ("".join(c if c.isprintable() else "?" for c in line) for line in lines)
+        wrapped = "\n".join(textwrap.shorten(line, 150) for line in printable)
         ax_txt.text(0, 0.5, wrapped, va="center", ha="left", fontsize=8, family="monospace")
         ax_txt.set_axis_off()
     fig.suptitle("demo test images: true prompt, generated prompts, cosine of every entry", fontsize=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from experiments.demo.clip_train import ClipTrainConfig, encode_text_trimmed, im
 from experiments.demo.data import DataConfig, make_demo_data
 from predictors.clip import TINY_CLIP, embed_images, embed_texts, load_clip
 
-CONFIG = ClipTrainConfig(epochs=10, batch_size=32, lr=3e-3, warmup_steps=5)
+CONFIG = ClipTrainConfig(epochs=20, batch_size=32, lr=3e-3, warmup_steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def trained(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster than two on a busy machine
     root = tmp_path_factory.mktemp("clip")
-    data = make_demo_data(root, DataConfig(n_pairs=240, n_bank=0), progress=False)
+    data = make_demo_data(root, DataConfig(n_pairs=300, n_bank=0), progress=False)
     yield data, train_demo_clip(data, root / "ckpt", CONFIG, progress=False)
     torch.set_num_threads(threads)
 
@@ -27,7 +29,9 @@ def test_training_lowers_the_loss(trained):
     _, ckpt = trained
     m = ckpt.metrics
     assert m["steps"] == CONFIG.epochs * (m["train_pairs"] // CONFIG.batch_size)
-    assert m["final_loss"] < 0.8 * m["first_epoch_loss"]
+    chance = math.log(CONFIG.batch_size)  # the contrastive loss of embeddings that match nothing
+    assert m["first_epoch_loss"] > 0.9 * chance
+    assert m["final_loss"] < 0.7 * chance
     assert 0 <= m["val_retrieval"]["top1"] <= m["val_retrieval"]["top5"] <= 1
 
 
