@@ -18,6 +18,7 @@ EOS = "<|endoftext|>"
 TOKENIZER_DIR = "tokenizer"
 GPT2_CONFIG_FILE = "gpt2_config.json"
 DECODINGS = ("greedy", "beam", "nucleus")
+MAPPINGS = ("transformer", "mlp")
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int):
@@ -76,8 +77,9 @@ def build_gpt2(arch: dict[str, Any], tokenizer):
 
 class ClipCapModel(nn.Module):
     """CLIP embedding (standardised) -> ``clip_length`` projected tokens + ``prefix_length`` learnt constants ->
-    transformer -> the constants' outputs as GPT-2 prefix embeddings. GPT-2 is frozen but for its
-    last ``trainable_blocks`` blocks and final layer norm."""
+    transformer -> the constants' outputs as GPT-2 prefix embeddings (``mapping="mlp"``: ClipCap's MLP
+    straight to the prefix). GPT-2 is frozen but for its last ``trainable_blocks`` blocks and final
+    layer norm (``None``: all of it trains)."""
 
     def __init__(
         self,
@@ -87,20 +89,30 @@ class ClipCapModel(nn.Module):
         clip_length: int = 10,
         mapping_layers: int = 8,
         mapping_heads: int = 8,
-        trainable_blocks: int = 2,
+        trainable_blocks: int | None = 2,
         dropout: float = 0.1,
+        mapping: str = "transformer",
     ) -> None:
         super().__init__()
+        if mapping not in MAPPINGS:
+            raise ConfigError(f"unknown mapping '{mapping}'; use one of {', '.join(MAPPINGS)}")
         d = gpt.config.n_embd
         self.gpt = gpt
-        self.prefix_length, self.clip_length = prefix_length, clip_length
+        self.prefix_length, self.clip_length, self.mapping = prefix_length, clip_length, mapping
         self.norm = Standardise(clip_dim)
-        self.project = nn.Linear(clip_dim, clip_length * d)
-        self.prefix_const = nn.Parameter(torch.randn(prefix_length, d))
-        layer = nn.TransformerEncoderLayer(
-            d, mapping_heads, dim_feedforward=4 * d, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.mapper = nn.TransformerEncoder(layer, mapping_layers, enable_nested_tensor=False)
+        if mapping == "mlp":  # ClipCap's MLP mapping: CLIP -> hidden -> tanh -> the prefix itself
+            hidden = prefix_length * d // 2
+            self.mlp = nn.Sequential(nn.Linear(clip_dim, hidden), nn.Tanh(), nn.Linear(hidden, prefix_length * d))
+        else:
+            self.project = nn.Linear(clip_dim, clip_length * d)
+            self.prefix_const = nn.Parameter(torch.randn(prefix_length, d))
+            layer = nn.TransformerEncoderLayer(
+                d, mapping_heads, dim_feedforward=4 * d, dropout=dropout, activation="gelu", batch_first=True,
+                norm_first=True,
+            )
+            self.mapper = nn.TransformerEncoder(layer, mapping_layers, enable_nested_tensor=False)
+        if trainable_blocks is None:  # a random GPT-2 (the tiny preset) has nothing to keep: train all of it
+            return
         for p in gpt.parameters():
             p.requires_grad_(False)
         for module in [*gpt.transformer.h[len(gpt.transformer.h) - trainable_blocks :], gpt.transformer.ln_f]:
@@ -110,7 +122,10 @@ class ClipCapModel(nn.Module):
     def prefix(self, clip_feats: torch.Tensor) -> torch.Tensor:
         """(B, clip_dim) -> (B, prefix_length, n_embd) prefix embeddings."""
         b = clip_feats.shape[0]
-        x = self.project(self.norm(clip_feats)).view(b, self.clip_length, -1)
+        z = self.norm(clip_feats)
+        if self.mapping == "mlp":
+            return self.mlp(z).view(b, self.prefix_length, -1)
+        x = self.project(z).view(b, self.clip_length, -1)
         x = torch.cat([x, self.prefix_const.unsqueeze(0).expand(b, -1, -1)], dim=1)
         return self.mapper(x)[:, self.clip_length :]
 
@@ -132,8 +147,10 @@ def generate(
     num_beams: int = 4,
     top_p: float = 0.9,
     temperature: float = 1.0,
+    num_return_sequences: int = 1,
 ) -> list[str]:
-    """Prompt text for each CLIP embedding: ``greedy``, ``beam`` (``num_beams``) or ``nucleus`` (``top_p``) decoding."""
+    """Prompt text for each CLIP embedding: ``greedy``, ``beam`` (``num_beams``) or ``nucleus`` (``top_p``) decoding;
+    ``num_return_sequences`` texts per embedding (consecutive) from beam or nucleus decoding."""
     if decoding not in DECODINGS:
         raise ConfigError(f"unknown decoding '{decoding}'; use one of {', '.join(DECODINGS)}")
     settings: dict[str, Any] = {"do_sample": False, "num_beams": 1}
@@ -149,6 +166,7 @@ def generate(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            num_return_sequences=num_return_sequences,
             **settings,
         )
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
@@ -156,7 +174,7 @@ def generate(
 
 def mapping_settings(arch: dict[str, Any]) -> dict[str, Any]:
     """The :class:`ClipCapModel` keyword arguments held in an arch dict."""
-    keys = ("prefix_length", "clip_length", "mapping_layers", "mapping_heads", "trainable_blocks", "dropout")
+    keys = ("prefix_length", "clip_length", "mapping_layers", "mapping_heads", "trainable_blocks", "dropout", "mapping")
     return {k: arch[k] for k in keys if k in arch}
 
 

@@ -12,7 +12,9 @@ from ..clip import TINY_CLIP
 
 #: Trainer presets: loop settings, ``clip`` = (open_clip model, pretrained) and the architecture.
 #: ``default`` is ClipCap's transformer-mapping setup (CLIP ViT-B/32, GPT-2 by name or path);
-#: ``tiny`` builds a small random GPT-2 with a byte-level BPE learnt on the training prompts.
+#: ``tiny`` builds a small random GPT-2 with a byte-level BPE learnt on the training prompts; being
+#: random, all of it trains (``trainable_blocks`` None), fed by ClipCap's MLP mapping (demo held-out
+#: greedy score 0.53 vs 0.52 with the transformer mapping and 3 trainable blocks, and faster).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "clip": ["ViT-B-32", "openai"], "gpt2": "gpt2",
@@ -23,8 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "clip": [TINY_CLIP, None], "gpt2": None, "vocab_size": 600,
         "n_embd": 64, "n_layer": 3, "n_head": 4, "n_positions": 96, "embed_std": 0.25, "initializer_range": 0.2,
-        "prefix_length": 4, "clip_length": 4, "mapping_layers": 2, "mapping_heads": 4,
-        "trainable_blocks": 2, "dropout": 0.0, "max_tokens": 32,
+        "mapping": "mlp", "prefix_length": 8, "clip_length": 4, "mapping_layers": 2, "mapping_heads": 4,
+        "trainable_blocks": None, "dropout": 0.0, "max_tokens": 32,
         "epochs": 10, "batch_size": 16, "lr": 2e-3,
     },
 }

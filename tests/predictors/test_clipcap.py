@@ -46,6 +46,12 @@ def test_overfits_eight_pairs_then_generates_their_prompts(overfit):
     first, again = nucleus.predict_batch(batch).prompts, nucleus.predict_batch(batch).prompts
     assert first == again  # seeded sampling: reruns (and cached runs) agree
     assert sum(a == b for a, b in zip(first, image_set.prompt_list())) >= 6  # a confident model samples its prompt
+    # samples=: the embedding is the mean of sampled captions'; the prompt stays the greedy one
+    mean = create_predictor("clipcap-tiny", checkpoint=str(out), samples=4)
+    mean_pred = mean.predict_batch(batch)
+    assert mean_pred.prompts == pred.prompts and mean_pred.embeddings.shape == (8, 384)
+    np.testing.assert_allclose(np.linalg.norm(mean_pred.embeddings, axis=1), 1.0, atol=1e-5)
+    assert (mean_pred.embeddings * pred.embeddings).sum(1).mean() > 0.9  # a confident model samples its prompt
 
 
 def test_learnable_set_loss_falls_and_is_scored(tmp_path):
@@ -72,6 +78,8 @@ def test_random_init_tiny_and_bad_input(overfit, tmp_path):
         create_predictor("clipcap-tiny", checkpoint=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="decoding"):
         create_predictor("clipcap-tiny", decoding="topk")
+    with pytest.raises(ConfigError, match="samples"):
+        create_predictor("clipcap-tiny", samples=-1)
     with pytest.raises(ConfigError, match="needs checkpoint"):
         create_predictor("clipcap")
     with pytest.raises(ModelNotFoundError, match="GPT-2"):  # a named GPT-2 that is not there (offline)
