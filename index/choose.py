@@ -1,7 +1,7 @@
 """Index choice as a pure function of (vector count, dimension, memory budget), autofaiss style.
 
 Candidates are ranked by quality: exact ``Flat`` for small banks, ``HNSW32`` while it builds fast
-and fits, then ``IVF{n},Flat``, ``IVF{n},SQ8`` and ``OPQ{m},IVF{n},PQ{m}x8`` as compression is needed.
+and fits, then ``IVF{n},Flat``, ``IVF{n},SQfp16`` (near-lossless half precision), ``IVF{n},SQ8`` and ``OPQ{m},IVF{n},PQ{m}x8`` as compression is needed.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def index_candidates(count: int, dim: int, budget_bytes: int) -> list[IndexChoic
     if count < MIN_POINTS_PER_LIST * nlist:  # too few vectors to train IVF centroids
         return out
     centroids = nlist * dim * 4
-    for key, per_vector in ((f"IVF{nlist},Flat", dim * 4 + 8), (f"IVF{nlist},SQ8", dim + 8)):
+    ivf = ((f"IVF{nlist},Flat", dim * 4 + 8), (f"IVF{nlist},SQfp16", dim * 2 + 8), (f"IVF{nlist},SQ8", dim + 8))
+    for key, per_vector in ivf:
         size = count * per_vector + centroids
         if size <= budget_bytes:
             out.append(IndexChoice(key, size, "nprobe"))
