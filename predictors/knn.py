@@ -64,6 +64,14 @@ class KnnPredictor(Predictor):
         self.index, self.k, self.temperature = index, int(k), float(temperature)
         self.clip_model, self.clip_pretrained, self.device = clip_model, clip_pretrained, device
 
+    def cache_inputs(self) -> dict[str, Any]:
+        """The bank is named by path only: key runs by its manifest, so a rebuilt bank is a new run."""
+        import hashlib
+        from pathlib import Path
+
+        manifest = Path(self.index or "", "manifest.json")
+        return {"bank": hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]} if manifest.is_file() else {}
+
     def setup(self) -> None:
         """Open the bank, check its key model, load CLIP."""
         from index.bank import load_bank

@@ -97,3 +97,13 @@ def test_image_query_on_a_clip_keyed_bank(tiny_bank, drawbench, capsys):
     assert [s for s, _, _ in hits] == sorted((s for s, _, _ in hits), reverse=True)
     assert query_main([str(tiny_bank), str(image), "-k", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_rebuilt_bank_is_a_new_cache_key(tmp_path):
+    from predictors.registry import create_predictor
+
+    (tmp_path / "manifest.json").write_text('{"build_hash": "a"}')
+    first = create_predictor("knn-tiny", index=str(tmp_path)).cache_inputs()
+    (tmp_path / "manifest.json").write_text('{"build_hash": "b"}')
+    second = create_predictor("knn-tiny", index=str(tmp_path)).cache_inputs()
+    assert first["bank"] != second["bank"]
