@@ -59,7 +59,7 @@ def test_tampered_run_folder_is_caught(tmp_path):
     (tmp_path / "r" / "meta.json").unlink()
     with pytest.raises(RunError, match="missing meta.json"):
         load_run(tmp_path / "r")
-    np.save(tmp_path / "obj.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "obj.npy", np.array([{"x": 1}], dtype=object))  # np.save pickles object arrays by default
     (tmp_path / "s").mkdir()
     os.replace(tmp_path / "obj.npy", tmp_path / "s" / "embeddings.npy")
     (tmp_path / "s" / "ids.txt").write_text("a\n")
