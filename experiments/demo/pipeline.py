@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 PREDICTORS = ("clip-regressor", "clipcap", "clip-interrogator", "knn")
 #: Predictors with weights trained on the demo's train split (the others rank labels or bank prompts).
 TRAINED = ("clip-regressor", "clipcap")
-TRAINED = ("clip-regressor", "clipcap")
 BASELINE = "mean-vector"
 BLEND = "blend"
 #: Prompt cosine that ties validation images into one CV group when tuning.
