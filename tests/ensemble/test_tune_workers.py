@@ -85,11 +85,13 @@ def test_local_workers_share_a_journal_study(tmp_path):
     study = search.open_study(search.storage_spec(None, tmp_path, workers=2), "blend-final")
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert 12 <= states.count(TrialState.COMPLETE) <= 13 and TrialState.RUNNING not in states
-    # both processes took trials (over all the studies: one may finish a small study alone)
+    # the spawned worker processes did the trials through the journal file (which of the two
+    # takes how many is a race: one may finish these small studies before the other starts)
     spec = search.storage_spec(None, tmp_path, workers=2)
     names = ("blend-fold0", "blend-fold1", "blend-final")
-    workers = {t.user_attrs["worker"] for n in names for t in search.open_study(spec, n).get_trials(deepcopy=False)}
-    assert len(workers) >= 2
+    trials = [t for n in names for t in search.open_study(spec, n).get_trials(deepcopy=False)]
+    pids = {t.user_attrs["worker"].split(":")[-1] for t in trials}
+    assert pids and str(os.getpid()) not in pids
 
 
 @pytest.mark.postgres
