@@ -206,12 +206,7 @@ class Interrogator(Predictor):
         """CLIP similarity of each image ``b`` to its texts ``texts[b]``, all texts embedded in one pass."""
         flat = [t for b in texts for t in texts[b]]
         emb = embed_short_texts(self.clip, flat, batch_size=self.params["chunk_size"])
-        f = feats.float().cpu().numpy()
-        out, start = {}, 0
-        for b, items in texts.items():
-            out[b] = emb[start : start + len(items)] @ f[b]
-            start += len(items)
-        return out
+        return _per_image(emb, feats, {b: len(items) for b, items in texts.items()})
 
     def _token_similarities(self, feats: Any, tokens: dict[int, Any]) -> dict[int, np.ndarray]:
         """Like :meth:`_similarities`, from token ids per image."""
@@ -220,12 +215,7 @@ class Interrogator(Predictor):
         flat = torch.cat(list(tokens.values()))
         size = self.params["chunk_size"]
         emb = np.concatenate([embed_tokens(self.clip, flat[s : s + size]) for s in range(0, len(flat), size)])
-        f = feats.float().cpu().numpy()
-        out, start = {}, 0
-        for b, t in tokens.items():
-            out[b] = emb[start : start + len(t)] @ f[b]
-            start += len(t)
-        return out
+        return _per_image(emb, feats, {b: len(t) for b, t in tokens.items()})
 
     def _at_max_len(self, text: str) -> bool:
         return bool(self.clip.tokenizer([text])[0][-1] != 0)
@@ -241,3 +231,14 @@ class Interrogator(Predictor):
                 break
             out += ", " + part
         return out
+
+
+def _per_image(emb: np.ndarray, feats: Any, sizes: dict[int, int]) -> dict[int, np.ndarray]:
+    """Split text embeddings laid out image after image (``sizes[b]`` rows for image ``b``) and
+    score each block against that image's CLIP features."""
+    f = feats.float().cpu().numpy()
+    out, start = {}, 0
+    for b, n in sizes.items():
+        out[b] = emb[start : start + n] @ f[b]
+        start += n
+    return out
