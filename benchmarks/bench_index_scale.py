@@ -32,7 +32,7 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from index.choose import choose_index
-    from index.faiss_index import build_index, exact_search, recall_at_k, tune_search
+    from index.faiss_index import build_index, exact_search, recall_at_k, set_search_param, tune_search
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", type=Path, required=True, help="real bank embeddings (.npy, N x 384)")
@@ -82,11 +82,23 @@ def main() -> None:
     _, truth = exact_search(keys, queries[:n_exact], 10)
     flat_s = time.perf_counter() - t
     recall = recall_at_k(found[:n_exact], truth)
+    faiss.write_index(index, str(args.work / "index.faiss"))
+    index_bytes = (args.work / "index.faiss").stat().st_size
     ann_qps, flat_qps = args.queries / ann_s, n_exact / flat_s
     print(f"RESULT {choice.key} {tuning['param']}={tuning['value']}: recall@10 {recall:.4f} on {n_exact:,} "
           f"held-out queries; {ann_qps:,.0f} q/s ({args.queries:,} queries) vs exact Flat {flat_qps:,.1f} q/s "
           f"({n_exact:,} queries) = {ann_qps / flat_qps:.1f}x; build {build_s + tune_s:.1f} s (train+add {build_s:.1f} s, tune {tune_s:.1f} s); "
+          f"index file {index_bytes / 2**30:.2f} GiB; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    if tuning["param"]:  # the same trade-off on the held-out queries (the tuner only saw its own sample)
+        held_out = []
+        for value, *_ in tuning["curve"]:
+            set_search_param(index, tuning["param"], value)
+            t = time.perf_counter()
+            _, found = index.search(queries[:n_exact], 10)
+            qps = n_exact / (time.perf_counter() - t)
+            held_out.append(f"{value}: {recall_at_k(found, truth):.4f} at {qps / flat_qps:.0f}x")
+        print(f"held-out recall@10 by {tuning['param']}: " + ", ".join(held_out))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from there, and a finished bank with the same settings is returned without recom
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -26,6 +27,7 @@ from promptblend.cli import entry_point
 from promptblend.embed import DIM
 from promptblend.errors import BankError, ConfigError
 from promptblend.runs import config_hash, library_versions
+from promptblend.vectors import check_embeddings, l2_normalise
 
 from .choose import choose_index
 from .embedding import EMBED_BACKENDS, TextModel, embed_in_shards
@@ -52,6 +54,7 @@ class BuildConfig:
     dedup_cos: float | None = None
     recall_target: float = 0.95
     values_backend: str = "onnx"
+    tune_queries: str | None = None
     shard_size: int = 4096
     batch_size: int = 64
     seed: int = 0
@@ -70,7 +73,32 @@ class BuildConfig:
         """Hash of the settings that change the bank (not of where or how fast it is built)."""
         d = asdict(self)
         d["prompts"] = [str(Path(p).resolve()) for p in self.prompts]
+        if self.tune_queries:
+            d["tune_queries"] = hashlib.sha256(Path(self.tune_queries).read_bytes()).hexdigest()
         return config_hash(d)
+
+    def load_tune_queries(self, dim: int | None = None) -> np.ndarray | None:
+        """The ``--tune-queries`` rows (unit float32), checked: 2-d, finite, ``dim`` columns."""
+        if not self.tune_queries:
+            return None
+        path = Path(self.tune_queries)
+        if not path.is_file():
+            raise ConfigError(f"--tune-queries file not found: {path}")
+        q = np.load(path, allow_pickle=False)
+        q = check_embeddings(q, dim=q.shape[-1] if dim is None and q.ndim else dim,
+                             what=f"--tune-queries {path.name}")
+        if len(q) < 10:
+            raise ConfigError(f"--tune-queries {path.name} has {len(q)} rows; recall needs at least 10")
+        return l2_normalise(q)
+
+
+def resolve_values_backend(name: str) -> str:
+    """``auto`` -> ``torch`` when CUDA is available (sentence-transformers on the GPU), else ``onnx``."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "onnx"
 
 
 def _peak_rss_mb() -> float:
@@ -132,6 +160,7 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
         raise ConfigError(f"--dedup-cos must be in (0, 1], got {cfg.dedup_cos}")
     if cfg.budget_gb <= 0:
         raise ConfigError(f"--budget-gb must be positive, got {cfg.budget_gb}")
+    cfg.load_tune_queries(None if cfg.keys else DIM)  # a bad file fails before any embedding
     out = Path(out)
     manifest_path = out / MANIFEST
     key = cfg.content_hash()
@@ -205,7 +234,9 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
     index = build_index(keys, choice, seed=cfg.seed, progress=progress)
     times["index_build_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    tuning = tune_search(index, choice, keys, target=cfg.recall_target, seed=cfg.seed + 1)
+    tuning = tune_search(index, choice, keys, target=cfg.recall_target, seed=cfg.seed + 1,
+                         queries=cfg.load_tune_queries(keys.shape[1]))
+    tuning["query_source"] = cfg.tune_queries or "mixtures of bank keys"
     times["index_tune_s"] = round(time.perf_counter() - t, 2)
     write_index(index, out / INDEX_FILE)
     times["total_s"] = round(time.perf_counter() - t0, 2)
@@ -254,9 +285,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="also drop near-duplicates with cosine >= T (top solutions used 0.8-0.95)")
     p.add_argument("--backend", choices=EMBED_BACKENDS, default="local", help="where embedding shards run")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for --backend ray (default: local)")
-    p.add_argument("--values-backend", choices=("onnx", "torch"), default="onnx",
-                   help="MiniLM encode backend for values (onnx: fp32 export, same vectors to ~1e-7)")
+    p.add_argument("--values-backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="MiniLM encode backend for values: onnx (CPU fp32 export, same vectors to ~1e-7), "
+                        "torch (sentence-transformers, on CUDA when there is one); auto: torch on a GPU, else onnx")
     p.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the search parameter is tuned to")
+    p.add_argument("--tune-queries", default=None, metavar="NPY",
+                   help="real query vectors (N x key dim .npy, e.g. CLIP image embeddings) to tune the search "
+                        "parameter on, instead of mixtures of bank keys")
     p.add_argument("--shard-size", type=int, default=4096, help="prompts per embedding shard")
     p.add_argument("--batch-size", type=int, default=64, help="encode batch size")
     p.add_argument("--keep-work", action="store_true", help="keep OUT/.build (shards) after success")
@@ -269,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg = BuildConfig(
         prompts=args.prompts, budget_gb=args.budget_gb, keys=args.keys, keys_pretrained=args.keys_pretrained,
-        dedup_cos=args.dedup_cos, recall_target=args.recall_target, values_backend=args.values_backend,
+        dedup_cos=args.dedup_cos, recall_target=args.recall_target,
+        values_backend=resolve_values_backend(args.values_backend), tune_queries=args.tune_queries,
         shard_size=args.shard_size, batch_size=args.batch_size,
     )
     m = build_bank(cfg, args.out, backend=args.backend, ray_address=args.ray_address, keep_work=args.keep_work)

@@ -10,7 +10,7 @@ import numpy as np
 
 from promptblend.errors import BankError
 
-from .choose import MIN_POINTS_PER_LIST, IndexChoice
+from .choose import MIN_POINTS_PER_LIST, REFINE_K_FACTOR, IndexChoice
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def build_index(keys: np.ndarray, choice: IndexChoice, seed: int = 0, kmeans_ite
         log.info("trained %s on %d vectors in %.1f s", choice.key, sample_n, time.perf_counter() - t)
     if hasattr(faiss.downcast_index(index), "hnsw"):
         faiss.downcast_index(index).hnsw.efConstruction = 80
+    if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", REFINE_K_FACTOR)  # saved with it
     for start in tqdm(range(0, n, ADD_CHUNK), desc=f"index {choice.key}", unit="chunk", disable=not progress):
         index.add(_f32(keys[start : start + ADD_CHUNK]))
     return index
@@ -100,9 +102,13 @@ def set_search_param(index, name: str | None, value: int | None) -> None:
 
 
 def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.95, k: int = 10,
-                n_queries: int = 1000, seed: int = 1, margin: float = 0.02) -> dict:
+                n_queries: int = 1000, seed: int = 1, margin: float = 0.02,
+                queries: np.ndarray | None = None) -> dict:
     """Smallest search parameter whose recall@k on sampled queries reaches ``target + margin``
     (else ``target``, else the start of the recall plateau).
+
+    ``queries`` (unit rows) replaces the sampled mixtures of bank keys with real queries, e.g. the
+    CLIP image embeddings a ``knn`` predictor will search with.
 
     The margin covers queries that are harder than the sampled ones (measured: sample 0.957 vs
     held-out 0.938 at 1.9M vectors without it).
@@ -110,7 +116,9 @@ def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.
     Returns ``{"param", "value", "recall", "reached", "curve": [[value, recall, qps], ...]}``;
     ``reached`` is false when no value reaches ``target``.
     """
-    queries = sample_queries(keys, min(n_queries, len(keys)), seed)
+    if queries is None:
+        queries = sample_queries(keys, min(n_queries, len(keys)), seed)
+    queries = _f32(queries)
     _, truth = exact_search(keys, queries, k)
     if choice.search_param is None:
         _, found = index.search(queries, k)

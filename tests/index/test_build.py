@@ -160,3 +160,32 @@ def test_killed_build_resumes_where_it_stopped(tmp_path, shared_data):
     expected = [normalise_prompt(t) for t in prompts]
     assert bank.prompts == expected
     np.testing.assert_allclose(bank.values, encode(expected), atol=1e-5)
+
+
+def test_auto_values_backend_is_torch_on_a_gpu_else_onnx(monkeypatch):
+    import torch
+
+    from index.build import resolve_values_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_values_backend("auto") == "onnx"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_values_backend("auto") == "torch"
+    assert resolve_values_backend("onnx") == "onnx"
+
+
+def test_tune_queries_are_checked_before_embedding_and_recorded(tmp_path, prompt_file, capsys):
+    out = tmp_path / "b"
+    bad = tmp_path / "bad.npy"
+    for array, message in [(np.zeros((20, 512), np.float32), "384 columns"),
+                           (np.full((20, 384), np.nan, np.float32), "NaN"),
+                           (np.zeros((3, 384), np.float32), "at least 10")]:
+        np.save(bad, array)
+        assert build_main(["--prompts", str(prompt_file), "--out", str(out), "--tune-queries", str(bad)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (out / ".build").exists(), "refused before any work"
+    good = tmp_path / "q.npy"
+    np.save(good, encode(["a photo of a cat", "portrait of a woman, oil painting"] * 8))
+    m = build_bank(BuildConfig(prompts=[str(prompt_file)], values_backend="torch", shard_size=32,
+                               tune_queries=str(good)), out, progress=False)
+    assert m["index"]["tuning"]["query_source"] == str(good) and m["index"]["recall_at_10"] == 1.0

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from index.choose import IndexChoice
-from index.faiss_index import build_index, exact_search, recall_at_k, sample_queries, tune_search
+from index.choose import REFINE_K_FACTOR, IndexChoice
+from index.faiss_index import (build_index, exact_search, read_index, recall_at_k, sample_queries, set_search_param,
+                               tune_search, write_index)
 
 
 def _clustered(n, dim, seed=0):
@@ -29,7 +30,8 @@ def test_recall_at_k():
     assert recall_at_k(found, truth) == pytest.approx(3 / 8)
 
 
-@pytest.mark.parametrize("key, param", [("IVF64,Flat", "nprobe"), ("IVF64,SQ8", "nprobe"), ("HNSW32", "efSearch")])
+@pytest.mark.parametrize("key, param", [("IVF64,Flat", "nprobe"), ("IVF64,SQ8", "nprobe"), ("HNSW32", "efSearch"),
+                                        ("IVF64,PQ16x4fs,Refine(SQfp16)", "nprobe"), ("IVF64,PQ16x4fs,RFlat", "nprobe")])
 def test_tuning_reaches_the_target_with_the_smallest_value(key, param):
     keys = _clustered(6000, 32)
     choice = IndexChoice(key, 0, param)
@@ -64,3 +66,38 @@ def test_pick_on_the_measured_1_9m_curve():
     assert _pick(curve, 0.95, 0.02)[0] == 4
     assert _pick(curve, 0.94, 0.02)[0] == 8
     assert _pick(curve, 0.99, 0.0)[0] == 16
+
+
+def test_refined_fast_scan_index_keeps_its_k_factor_on_disk(tmp_path):
+    """The re-ranking depth is set at build time and saved in the file; a reloaded index with the
+    manifest's nprobe answers exactly as the built one, and re-ranking beats the bare PQ codes."""
+    import faiss
+
+    keys = _clustered(6000, 32)
+    choice = IndexChoice("IVF64,PQ16x4fs,Refine(SQfp16)", 0, "nprobe")
+    index = build_index(keys, choice, progress=False)
+    set_search_param(index, "nprobe", 8)
+    write_index(index, tmp_path / "index.faiss")
+    again = read_index(tmp_path / "index.faiss")
+    set_search_param(again, "nprobe", 8)
+    assert faiss.downcast_index(again).k_factor == REFINE_K_FACTOR
+    q = sample_queries(keys, 200, seed=3)
+    d1, i1 = index.search(q, 10)
+    d2, i2 = again.search(q, 10)
+    np.testing.assert_array_equal(i1, i2)
+    _, truth = exact_search(keys, q, 10)
+    bare = faiss.downcast_index(faiss.downcast_index(again).base_index)
+    _, i_bare = bare.search(q, 10)
+    assert recall_at_k(i1, truth) > recall_at_k(i_bare, truth) + 0.05
+
+
+def test_tuning_on_given_queries_measures_recall_on_them():
+    keys = _clustered(6000, 32)
+    choice = IndexChoice("IVF64,Flat", 0, "nprobe")
+    index = build_index(keys, choice, progress=False)
+    q = _clustered(150, 32, seed=9)  # other points than the default mixtures of keys
+    t = tune_search(index, choice, keys, target=0.9, queries=q)
+    assert t["queries"] == 150
+    _, truth = exact_search(keys, q, 10)
+    _, found = index.search(q, 10)
+    assert recall_at_k(found, truth) == pytest.approx(t["recall"], abs=1e-5)
