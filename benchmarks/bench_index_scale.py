@@ -3,7 +3,7 @@ mixtures of two real embeddings plus small noise), the auto-chosen index within 
 16,000 held-out queries: recall@10 against exact search and queries/s against exact Flat search
 in the same run, and the index build time.
 
-    python benchmarks/bench_index_scale.py --base BANK/values.npy [--n 1900000] [--queries 16000]
+    python benchmarks/bench_index_scale.py --base BANK/values.npy [--n 1900000] [--queries 16000] [--key KEY]
 
 ``BANK`` is a bank built by ``python -m index.build`` (e.g. OUT/full of bench_index_build.py).
 """
@@ -31,7 +31,7 @@ def main() -> None:
     import faiss
     from tqdm.auto import tqdm
 
-    from index.choose import choose_index
+    from index.choose import IndexChoice, choose_index
     from index.faiss_index import build_index, exact_search, recall_at_k, set_search_param, tune_search
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -42,6 +42,8 @@ def main() -> None:
                    help="held-out queries searched exactly for recall and Flat q/s (default: all)")
     p.add_argument("--budget-gb", type=float, default=2.0)
     p.add_argument("--recall-target", type=float, default=0.95)
+    p.add_argument("--key", default=None, help="build this faiss factory key instead of the auto-chosen one "
+                                                "(e.g. IVF4096,SQfp16, to compare at the same nprobe values)")
     p.add_argument("--work", type=Path, default=Path("/tmp/promptblend-bench-scale"))
     args = p.parse_args()
     base = np.load(args.base).astype(np.float32)
@@ -64,13 +66,16 @@ def main() -> None:
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
 
     choice = choose_index(args.n, base.shape[1], int(args.budget_gb * 2**30))
+    if args.key:
+        choice = IndexChoice(args.key, 0, "nprobe" if "IVF" in args.key else "efSearch" if "HNSW" in args.key else None)
     t = time.perf_counter()
     index = build_index(keys, choice)
     build_s = time.perf_counter() - t
     t = time.perf_counter()
     tuning = tune_search(index, choice, keys, target=args.recall_target)
     tune_s = time.perf_counter() - t
-    print(f"chosen {choice.key} (est. {choice.gib:.2f} GiB): trained+added in {build_s:.1f} s, tuned "
+    how = "given by --key" if args.key else f"auto-chosen, est. {choice.gib:.2f} GiB"
+    print(f"{choice.key} ({how}): trained+added in {build_s:.1f} s, tuned "
           f"{tuning['param']}={tuning['value']} in {tune_s:.1f} s (sample recall {tuning['recall']:.4f}); "
           f"curve {tuning['curve']}")
 

@@ -78,7 +78,7 @@ class BuildConfig:
         return config_hash(d)
 
     def load_tune_queries(self, dim: int | None = None) -> np.ndarray | None:
-        """The ``--tune-queries`` rows (unit float32), checked: 2-d, finite, ``dim`` columns."""
+        """The ``--tune-queries`` rows (unit float32), checked: 2-d, finite, ``dim`` columns (any if None)."""
         if not self.tune_queries:
             return None
         path = Path(self.tune_queries)
@@ -160,7 +160,7 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
         raise ConfigError(f"--dedup-cos must be in (0, 1], got {cfg.dedup_cos}")
     if cfg.budget_gb <= 0:
         raise ConfigError(f"--budget-gb must be positive, got {cfg.budget_gb}")
-    cfg.load_tune_queries(None if cfg.keys else DIM)  # a bad file fails before any embedding
+    tune_queries = cfg.load_tune_queries(None if cfg.keys else DIM)  # a bad file fails before any embedding
     out = Path(out)
     manifest_path = out / MANIFEST
     key = cfg.content_hash()
@@ -234,8 +234,7 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
     index = build_index(keys, choice, seed=cfg.seed, progress=progress)
     times["index_build_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    tuning = tune_search(index, choice, keys, target=cfg.recall_target, seed=cfg.seed + 1,
-                         queries=cfg.load_tune_queries(keys.shape[1]))
+    tuning = tune_search(index, choice, keys, target=cfg.recall_target, seed=cfg.seed + 1, queries=tune_queries)
     tuning["query_source"] = cfg.tune_queries or "mixtures of bank keys"
     times["index_tune_s"] = round(time.perf_counter() - t, 2)
     write_index(index, out / INDEX_FILE)

@@ -4,8 +4,8 @@ Candidates are ranked by quality: exact ``Flat`` for small banks, ``HNSW32`` whi
 and fits, then IVF over 4-bit fast-scan PQ codes (SIMD scanning) whose top ``k * REFINE_K_FACTOR``
 candidates are re-ranked with exact (``RFlat``), half-precision (``Refine(SQfp16)``) or 8-bit
 (``Refine(SQ8)``) vectors, then ``IVF{n},SQ8`` and ``OPQ{m},IVF{n},PQ{m}x8`` as compression is needed.
-Measured on 1.9M MiniLM vectors at nprobe 8-32: the re-ranked fast-scan index keeps the recall of
-``IVF,SQfp16`` (within 0.003) at 3-5x its queries/s.
+``benchmarks/bench_index_scale.py`` (``--key`` to compare another index) prints recall and speed
+per nprobe on 1.9M vectors.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ HNSW_M = 32
 MIN_POINTS_PER_LIST = 39
 #: Fewer PQ bytes per vector than this lose too much recall to be worth building.
 MIN_PQ_BYTES = 8
-#: Re-ranked candidates per result of the fast-scan indexes (8 reached the recall of the
-#: re-ranking codes alone with 2 dims per 4-bit sub-quantiser; 16 and 32 added < 0.002).
+#: Re-ranked candidates per result of the fast-scan indexes (with 2 dims per 4-bit sub-quantiser,
+#: 8 brings recall to that of searching the re-ranking codes alone: compare ``IVF,SQfp16``).
 REFINE_K_FACTOR = 8
 
 
@@ -72,12 +72,12 @@ def index_candidates(count: int, dim: int, budget_bytes: int) -> list[IndexChoic
     if count < MIN_POINTS_PER_LIST * nlist:  # too few vectors to train IVF centroids
         return out
     centroids = nlist * dim * 4
-    ivf = [(f"IVF{nlist},SQ8", dim + 8)]
-    if dim % 2 == 0:  # 4-bit fast-scan PQ over pairs of dimensions
-        fast = f"IVF{nlist},PQ{dim // 2}x4fs"
-        codes = dim // 4 + 8
-        ivf[:0] = [(f"{fast},RFlat", codes + dim * 4), (f"{fast},Refine(SQfp16)", codes + dim * 2),
-                   (f"{fast},Refine(SQ8)", codes + dim)]
+    ivf = []
+    if dim % 2 == 0:  # 4-bit fast-scan PQ over pairs of dimensions, re-ranked on stored vectors
+        fast, codes = f"IVF{nlist},PQ{dim // 2}x4fs", dim // 4 + 8
+        ivf += [(f"{fast},RFlat", codes + dim * 4), (f"{fast},Refine(SQfp16)", codes + dim * 2),
+                (f"{fast},Refine(SQ8)", codes + dim)]
+    ivf.append((f"IVF{nlist},SQ8", dim + 8))
     for key, per_vector in ivf:
         size = count * per_vector + centroids
         if size <= budget_bytes:
