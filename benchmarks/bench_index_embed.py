@@ -23,7 +23,7 @@ BANK = Path(os.environ.get("PROMPTBLEND_SHARED", Path(__file__).resolve().parent
 
 def real_prompts(n: int, skip: int = 100_000) -> list[str]:
     """``n`` real prompts (cleaned, distinct) from the Discord bank, after the first ``skip`` lines."""
-    from index.normalise import clean_unique, CleanStats
+    from index.normalise import CleanStats, clean_unique
 
     with gzip.open(BANK / "discord-sd-prompts.txt.gz", "rt", encoding="utf-8") as f:
         cleaned = clean_unique(((0, line) for line in itertools.islice(f, skip, None)), CleanStats())
@@ -31,9 +31,8 @@ def real_prompts(n: int, skip: int = 100_000) -> list[str]:
 
 
 def main() -> None:
-    from promptblend.embed import encode, load_text_model
-    from promptblend.onnx_text import load_onnx_encoder
-    from promptblend.embed import resolve_model
+    from promptblend.text import encode, load_text_model, resolve_model
+    from promptblend.text.onnx import load_onnx_encoder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=5000)

@@ -32,7 +32,13 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from index.choose import IndexChoice, choose_index
-    from index.faiss_index import build_index, exact_search, recall_at_k, set_search_param, tune_search
+    from index.faiss_index import (
+        build_index,
+        exact_search,
+        recall_at_k,
+        set_search_param,
+        tune_search,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", type=Path, required=True, help="real bank embeddings (.npy, N x 384)")

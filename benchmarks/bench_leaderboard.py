@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.metric import cosine_rows, score
 from experiments.entries import find_entries, score_entries
 from experiments.simulate import bootstrap_counts, n_public_of, public_masks, simulate
+from promptblend.metric import cosine_rows, score
 from promptblend.runs import Run, save_run
 
 

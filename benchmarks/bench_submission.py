@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.submission import DIM, check_submission, write_submission
+from promptblend.submission import DIM, check_submission, write_submission
 
 
 def main() -> None:

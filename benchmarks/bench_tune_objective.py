@@ -56,8 +56,8 @@ def main() -> None:
         return float(np.einsum("ij,ij->i", b, y).mean())
 
     def naive_as_written(c: np.ndarray) -> float:
-        """normalise(sum_k w_k normalise(P_k) + m mu) scored with ensemble.metric.score."""
-        from ensemble.metric import score
+        """normalise(sum_k w_k normalise(P_k) + m mu) scored with promptblend.metric.score."""
+        from promptblend.metric import score
         from promptblend.vectors import l2_normalise
 
         b = sum(np.float32(w) * l2_normalise(p) for w, p in zip(c[:-1], stack)) + np.float32(c[-1]) * mu
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"N={args.n} K={args.k}: statistics built once in {setup:.2f} s")
     print(f"sufficient statistics, runs normalised: {fast * 1e3:.3f} ms per evaluation (raw runs: {fast_raw * 1e3:.3f} ms)")
     print(f"naive numpy blend-and-score, runs pre-normalised once (float32): {slow * 1e3:.2f} ms per evaluation")
-    print(f"naive blend-and-score as written (normalise each run, ensemble.metric.score): {slow_written * 1e3:.2f} ms")
+    print(f"naive blend-and-score as written (normalise each run, promptblend.metric.score): {slow_written * 1e3:.2f} ms")
     print(f"speed-up vs pre-normalised naive: {slow / fast:.0f}x (goal >= 300x); vs as written: {slow_written / fast:.0f}x")
     print(f"max |fast - direct float64| over 10 blends: {worst:.2e} (goal <= 1e-9)")
     err32 = abs(obj32(c) - direct_cosines(stack, y, c, True, mu).mean())

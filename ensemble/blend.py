@@ -70,7 +70,7 @@ def apply_blend(params: "BlendParams | object", runs: Sequence[Run], bank: objec
     Rows follow the ids of the first run in ``runs`` that the blend weights.
     ``params`` is a :class:`BlendParams` or anything with a ``.params`` attribute (a ``TuneResult``).
     Every run the weights name must be given, all on the same ids. Snapping uses ``bank`` (a
-    :class:`ensemble.snap.Bank`) or else ``params.bank``; with neither it raises.
+    :class:`promptblend.bank.Bank`) or else ``params.bank``; with neither it raises.
     """
     params = getattr(params, "params", params)
     if not isinstance(params, BlendParams):
@@ -83,7 +83,7 @@ def apply_blend(params: "BlendParams | object", runs: Sequence[Run], bank: objec
     data = align([by_name[first]] + [by_name[n] for n in params.weights if n != first], min_runs=1)
     emb = blend_stack(data.stack, params.coefficients(data.names), params.normalise, params.mean_vector)
     if params.snap_threshold is not None:
-        from .snap import load_bank
+        from promptblend.bank import load_bank
 
         bank = bank if bank is not None else (load_bank(params.bank) if params.bank else None)
         if bank is None:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from promptblend.cli import entry_point
 from promptblend.errors import SubmissionError
-
-from .metric import score
-from .submission import read_submission
-from .truth import truth_run
+from promptblend.metric import score
+from promptblend.submission import read_submission
+from promptblend.truth import truth_run
 
 
 def score_submission(truth_csv: str | Path, submission_csv: str | Path, model: str | None = None) -> float:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from promptblend.cli import entry_point
 from promptblend.errors import ConfigError
-from promptblend.runs import Run, is_run, list_runs, load_run
+from promptblend.runs import Run, list_runs, load_run
+from promptblend.truth import load_truth
 
 from .search import list_samplers
 from .tuner import TuneResult, tune
@@ -26,14 +27,6 @@ def load_runs(paths: list[str]) -> list[Run]:
         raise ConfigError(f"no runs found in {', '.join(paths)}")
     return [load_run(p) for p in found]
 
-
-def load_truth(path: str) -> Run:
-    """The truth: a prompts.csv (embedded with the scoring model, cached) or a run folder of truth embeddings."""
-    if is_run(path):
-        return load_run(path)
-    from .truth import truth_run
-
-    return truth_run(path)
 
 
 def build_parser() -> argparse.ArgumentParser:

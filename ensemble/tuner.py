@@ -180,7 +180,7 @@ def tune(
     ``mean_vector``: 'truth' (unit mean of each study's training truth), 'bank' (of ``index``'s
     values), 'none'/None, or a 384-vector. ``normalise``: None searches the per-run L2
     normalisation switch, True/False fixes it. ``index``: a prompt-bank index folder (or
-    :class:`ensemble.snap.Bank`) that enables snap-to-bank with a tuned threshold.
+    :class:`promptblend.bank.Bank`) that enables snap-to-bank with a tuned threshold.
     ``storage``/``study``/``workers``: Optuna storage URL (default SQLite in ``out``), study name
     prefix (default ``blend``) and worker processes. ``test_runs``: runs of another image set to
     write the submission for (default: the tuned images).
@@ -201,7 +201,7 @@ def tune(
         raise BlendError("tuning needs the truth")
     bank = index
     if isinstance(index, (str, Path)):
-        from .snap import load_bank
+        from promptblend.bank import load_bank
 
         bank = load_bank(index)
     sampler = sampler.lower()
@@ -370,7 +370,7 @@ def _tune_snap(data, bank, decoded, mus, fold_of, tests, oof, final_obj, c_final
 
     def parts(c, norm, mu):
         emb = blend_stack(data.stack, c, norm, mu)
-        sim, rows = bank.nearest(emb)
+        sim, rows = bank.nearest_values(emb)
         snapped = np.einsum("ij,ij->i", bank.value_rows(rows).astype(np.float64), y)
         plain = np.einsum("ij,ij->i", emb.astype(np.float64), y)
         return sim, snapped, plain
@@ -401,8 +401,9 @@ def _write_folds(path: Path, ids: list[str], fold_of: np.ndarray, groups: np.nda
 
 def _write_submission(out: Path, params: BlendParams, data: Aligned, test_runs, bank) -> Path:
     """Blend the test runs (or the tuned images) with the final params; write and validate submission.csv."""
+    from promptblend.submission import write_submission
+
     from .blend import apply_blend
-    from .submission import write_submission
 
     if test_runs:
         emb = apply_blend(params, test_runs, bank=bank)

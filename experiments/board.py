@@ -12,8 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from promptblend.errors import ConfigError, TruthError
-from promptblend.runs import Run, is_run, load_run
+from promptblend.errors import ConfigError
+from promptblend.runs import Run
+from promptblend.truth import load_truth
 
 from . import plots, record, report
 from .entries import Entry, Scored, score_entries
@@ -38,19 +39,6 @@ class LeaderboardResult:
         """Name of the entry with the highest whole-set score."""
         return self.rows[0]["name"]
 
-
-def load_truth(truth: Run | str | Path) -> Run:
-    """Truth embeddings from a :class:`Run`, a run folder, or a ``prompts.csv`` (embedded, cached)."""
-    if isinstance(truth, Run):
-        return truth
-    path = Path(truth)
-    if path.is_dir() and is_run(path):
-        return load_run(path)
-    if not path.is_file():
-        raise TruthError(f"truth not found: {path} (give a prompts.csv with imgId,prompt)")
-    from ensemble.truth import truth_run
-
-    return truth_run(path)
 
 
 def read_public_ids(path: str | Path) -> list[str]:

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from promptblend.cache import cache_dir
 from promptblend.cli import entry_point
 from promptblend.errors import ConfigError
-from promptblend.runs import cache_dir
 
 BUSY_TIMEOUT_MS = 60_000
 SCHEMA_VERSION = 1

@@ -23,11 +23,12 @@ from typing import Iterator
 import numpy as np
 
 from promptblend import atomic
+from promptblend.bank import INDEX_FILE, KEYS_FILE, MANIFEST, PROMPTS_FILE, VALUES_FILE
 from promptblend.cli import entry_point
-from promptblend.embed import DIM
+from promptblend.device import default_device
 from promptblend.errors import BankError, ConfigError
 from promptblend.runs import config_hash, library_versions
-from promptblend.vectors import check_embeddings, l2_normalise
+from promptblend.vectors import DIM, check_embeddings, l2_normalise
 
 from .choose import choose_index
 from .embedding import EMBED_BACKENDS, TextModel, embed_in_shards
@@ -38,8 +39,6 @@ from .sources import iter_prompts
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-INDEX_FILE = "index.faiss"
 MIN_PROMPTS = 2
 
 
@@ -96,9 +95,7 @@ def resolve_values_backend(name: str) -> str:
     """``auto`` -> ``torch`` when CUDA is available (sentence-transformers on the GPU), else ``onnx``."""
     if name != "auto":
         return name
-    import torch
-
-    return "torch" if torch.cuda.is_available() else "onnx"
+    return "torch" if default_device() == "cuda" else "onnx"
 
 
 def _peak_rss_mb() -> float:
@@ -203,11 +200,11 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
     kept_n = int(keep.sum())
     if kept_n < MIN_PROMPTS:
         raise BankError(f"only {kept_n} prompt(s) left after near-duplicate removal at cosine {cfg.dedup_cos}")
-    with atomic.atomic_path(out / "prompts.txt") as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic.atomic_path(out / PROMPTS_FILE) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for text, k in zip(_read_lines(work / "unique.txt"), keep):
             if k:
                 f.write(text + "\n")
-    with atomic.atomic_path(out / "values.npy", ".npy") as tmp:
+    with atomic.atomic_path(out / VALUES_FILE, ".npy") as tmp:
         dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(kept_n, values.shape[1]))
         rows = np.flatnonzero(keep)
         for s in range(0, kept_n, 262144):
@@ -220,12 +217,12 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
     t = time.perf_counter()
     keys_model = cfg.keys_model()
     if keys_model is not None:
-        key_stats = _embed_file(keys_model, out / "prompts.txt", kept_n, out / "keys.npy", work, cfg,
+        key_stats = _embed_file(keys_model, out / PROMPTS_FILE, kept_n, out / KEYS_FILE, work, cfg,
                                 backend, ray_address, "keys")
-        keys_file = "keys.npy"
+        keys_file = KEYS_FILE
     else:
-        (out / "keys.npy").unlink(missing_ok=True)
-        key_stats, keys_file = {}, "values.npy"
+        (out / KEYS_FILE).unlink(missing_ok=True)
+        key_stats, keys_file = {}, VALUES_FILE
     times["keys_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -248,7 +245,7 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
         "counts": {**{k: clean[k] for k in ("read", "empty", "exact_duplicates")}, "unique": clean["kept"],
                    "near_duplicates": clean["kept"] - kept_n, "kept": kept_n},
         "dedup_cos": cfg.dedup_cos,
-        "values": {"file": "values.npy", "model": values_model.ident(), "encode_backend": cfg.values_backend,
+        "values": {"file": VALUES_FILE, "model": values_model.ident(), "encode_backend": cfg.values_backend,
                    "dim": DIM},
         "keys": {"file": keys_file, "model": keys_model.ident() if keys_model else None, "dim": int(keys.shape[1])},
         "index": {"file": INDEX_FILE, "key": choice.key, "estimated_bytes": choice.bytes,

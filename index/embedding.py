@@ -45,13 +45,13 @@ class TextModel:
 def embed_texts(model: TextModel, texts: Sequence[str]) -> np.ndarray:
     """Unit float32 rows for ``texts`` with ``model`` (loaded once per process)."""
     if model.kind == "minilm":
-        from promptblend.embed import encode
+        from promptblend.text import encode
 
         return encode(list(texts), model=model.name, batch_size=model.batch_size, show_progress=False,
                       backend=model.backend)
     if model.kind == "clip":
-        from predictors.clip import embed_texts as clip_texts
-        from predictors.clip import load_clip
+        from promptblend.clip import embed_texts as clip_texts
+        from promptblend.clip import load_clip
 
         return clip_texts(load_clip(model.name, model.pretrained), list(texts), batch_size=model.batch_size)
     raise ConfigError(f"unknown text model kind '{model.kind}'")

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from promptblend.errors import BankError
+from promptblend.bank import set_search_param
 from promptblend.vectors import check_embeddings
 
 from .choose import MIN_POINTS_PER_LIST, REFINE_K_FACTOR, IndexChoice
@@ -94,14 +94,6 @@ def _pick(curve: list[list], target: float, margin: float) -> list:
     return next(c for c in curve if c[1] >= top - PLATEAU)
 
 
-def set_search_param(index, name: str | None, value: int | None) -> None:
-    """Set ``nprobe`` or ``efSearch`` on ``index`` (through any wrapper); no-op for exact indexes."""
-    import faiss
-
-    if name is not None and value is not None:
-        faiss.ParameterSpace().set_index_parameter(index, name, int(value))
-
-
 def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.95, k: int = 10,
                 n_queries: int = 1000, seed: int = 1, margin: float = 0.02,
                 queries: np.ndarray | None = None) -> dict:
@@ -147,15 +139,6 @@ def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.
     set_search_param(index, choice.search_param, best[0])
     return {"param": choice.search_param, "value": best[0], "recall": best[1], "reached": best[1] >= target,
             "margin": margin, "k": k, "queries": len(queries), "curve": curve}
-
-
-def read_index(path, mmap: bool = False):
-    """Load a FAISS index file (memory-mapped if asked)."""
-    import faiss
-
-    if not path.is_file():
-        raise BankError(f"index file not found: {path}")
-    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
 
 
 def write_index(index, path) -> None:

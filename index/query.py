@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from promptblend.bank import Bank, load_bank
 from promptblend.cli import entry_point
 from promptblend.errors import BankError
-
-from .bank import Bank, load_bank
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -22,10 +21,10 @@ def embed_query(bank: Bank, query: str) -> np.ndarray:
     if km is None:
         if is_image:
             raise BankError(f"bank {bank.folder} has MiniLM keys: image queries need a bank built with --keys MODEL")
-        from promptblend.embed import encode
+        from promptblend.text import encode
 
         return encode([query], model=bank.manifest["values"]["model"]["name"])
-    from predictors.clip import embed_images, embed_texts, load_clip
+    from promptblend.clip import embed_images, embed_texts, load_clip
 
     clip = load_clip(km["name"], km["pretrained"])
     if is_image:

@@ -17,7 +17,7 @@ def tiny_blip_processor() -> Any:
     """BLIP processor: 64 px image processing + MiniLM's BERT vocab with ``[DEC]``/``[ENC]``."""
     from transformers import AutoTokenizer, BlipImageProcessor, BlipProcessor
 
-    from promptblend.embed import scoring_model_path
+    from promptblend.text import scoring_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(
         str(scoring_model_path()), bos_token="[DEC]", additional_special_tokens=["[ENC]"], model_max_length=512

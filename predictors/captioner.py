@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptblend.device import resolve_device
 from promptblend.errors import ModelNotFoundError
 
 from .base import Prediction, Predictor
@@ -85,7 +86,7 @@ def load_caption_model(name_or_path: str, device: str | None = None, seed: int =
     """
     import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     if name_or_path == TINY_BLIP:
         model, processor = tiny_blip(seed)
@@ -127,7 +128,7 @@ class Captioner(Predictor):
 
     def setup(self) -> None:
         """Load the caption model and the scoring text encoder."""
-        from promptblend.embed import load_text_model
+        from promptblend.text import load_text_model
 
         self.captioner = load_caption_model(self.params["model"], self.device, self.params["seed"])
         load_text_model()
@@ -151,7 +152,7 @@ class Captioner(Predictor):
 
     def predict_batch(self, batch: Any) -> Prediction:
         """Caption, then embed the captions."""
-        from promptblend.embed import encode
+        from promptblend.text import encode
 
         captions = self.caption(batch)
         return Prediction(encode(captions, show_progress=False), captions)

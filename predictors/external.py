@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 from pathlib import Path
-
 from typing import Any
 
 from promptblend.cli import entry_point
@@ -20,7 +19,7 @@ from .base import Prediction, Predictor
 
 def read_external(src: str | Path) -> Run:
     """Read a submission CSV or a run folder as a :class:`Run` (validated, not yet saved)."""
-    from ensemble.submission import read_submission
+    from promptblend.submission import read_submission
 
     src = Path(src)
     if src.is_dir():

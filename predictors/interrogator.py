@@ -12,12 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from promptblend.clip import ClipBundle, embed_images, load_clip
 from promptblend.errors import ConfigError
 
 from .base import Prediction, Predictor
 from .captioner import CaptionModel, load_caption_model
-from .clip import ClipBundle, embed_images, load_clip
-from .interrogator_labels import LabelBanks, embed_short_texts, embed_tokens, short_context_ok
+from .interrogator_labels import (
+    LabelBanks,
+    embed_short_texts,
+    embed_tokens,
+    short_context_ok,
+)
 
 MODES = ("fast", "classic", "best")
 
@@ -101,7 +106,7 @@ class Interrogator(Predictor):
         """Load CLIP (seeded when random), BLIP, the label embeddings (cached) and MiniLM."""
         import torch
 
-        from promptblend.embed import load_text_model
+        from promptblend.text import load_text_model
 
         p = self.params
         self.captioner = load_caption_model(p["caption_model"], self.device, p["seed"])
@@ -126,7 +131,7 @@ class Interrogator(Predictor):
         """Caption, embed, pick phrases, then embed the prompts with MiniLM."""
         import torch
 
-        from promptblend.embed import encode
+        from promptblend.text import encode
 
         clip_pixels, blip_pixels = batch
         p = self.params

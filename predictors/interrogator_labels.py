@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from promptblend import atomic
+from promptblend.clip import ClipBundle, autocast, embed_texts
 from promptblend.errors import ConfigError
-
-from .clip import ClipBundle, _autocast, embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +59,15 @@ def load_bank(name: str, limit: int | None = None) -> list[str]:
     return items
 
 
-def clip_model_key(bundle: ClipBundle) -> str:
-    """Identifies a CLIP model's weights: name + tag, a local file's identity, or a hash of random weights."""
-    if bundle.pretrained is None:
-        h = hashlib.sha256()
-        for t in bundle.model.state_dict().values():
-            h.update(t.detach().float().cpu().numpy().tobytes())
-        ident = f"random-{h.hexdigest()[:12]}"
-    elif Path(bundle.pretrained).is_file():
-        st = Path(bundle.pretrained).stat()
-        ident = hashlib.sha256(f"{Path(bundle.pretrained).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    else:
-        ident = bundle.pretrained
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{bundle.name}-{ident}")
-
 
 def label_embeddings(
     bundle: ClipBundle, labels: list[str], bank: str, cache: str | Path | None = None, batch_size: int = 256
 ) -> np.ndarray:
     """CLIP text embeddings (float16 unit rows) of ``labels``, from the disk cache or computed and stored."""
-    from promptblend.runs import cache_dir
+    from promptblend.cache import cache_dir
 
     digest = hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
-    path = Path(cache or cache_dir() / "clip-labels") / clip_model_key(bundle) / f"{bank}-{len(labels)}-{digest}.npy"
+    path = Path(cache or cache_dir() / "clip-labels") / bundle.identity / f"{bank}-{len(labels)}-{digest}.npy"
     if path.is_file():
         emb = atomic.load_npy(path)
         if emb.shape[0] == len(labels):
@@ -96,7 +80,7 @@ def label_embeddings(
 
 
 def embed_short_texts(bundle: ClipBundle, texts: list[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """:func:`~predictors.clip.embed_texts` computing only up to each batch's longest text.
+    """:func:`~promptblend.clip.embed_texts` computing only up to each batch's longest text.
 
     CLIP's causal text tower pooled at the end token gives the same result without the padding
     (for prompts of ~20 tokens, a quarter of the work). Models other than open_clip's plain ``CLIP``
@@ -123,7 +107,7 @@ def embed_tokens(bundle: ClipBundle, tokens: Any) -> np.ndarray:
     model = bundle.model
     n = max(1, int((tokens != 0).sum(1).max()))
     tokens = tokens[:, :n].to(bundle.device)
-    with torch.inference_mode(), _autocast(bundle.device):
+    with torch.inference_mode(), autocast(bundle.device):
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
         x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))

@@ -19,7 +19,7 @@ def clip_image_transform(model_name: str, pretrained: str | None):
     """The eval image transform of an open_clip model, built from its config without its weights."""
     import open_clip
 
-    from .clip import load_clip, register_clip_configs
+    from promptblend.clip import load_clip, register_clip_configs
 
     register_clip_configs()
     cfg = open_clip.get_model_config(model_name)
@@ -74,9 +74,8 @@ class KnnPredictor(Predictor):
 
     def setup(self) -> None:
         """Open the bank, check its key model, load CLIP."""
-        from index.bank import load_bank
-
-        from .clip import load_clip
+        from promptblend.bank import load_bank
+        from promptblend.clip import load_clip
 
         if not self.index:
             raise ConfigError("knn needs a bank: pass index=/path/to/bank (built by python -m index.build --keys ...)")
@@ -96,7 +95,7 @@ class KnnPredictor(Predictor):
 
     def predict_batch(self, batch) -> Prediction:
         """CLIP image embeddings -> bank search -> weighted neighbour values."""
-        from .clip import embed_images
+        from promptblend.clip import embed_images
 
         self.ensure_setup()
         sims, rows = self.bank.search(embed_images(self.clip, batch), self.k)

@@ -17,12 +17,18 @@ from typing import Any, Iterable
 import numpy as np
 
 from promptblend.cli import entry_point
+from promptblend.device import resolve_device
 from promptblend.errors import AlignmentError, BadImageError, ConfigError
 from promptblend.images import ImageSet, open_image_set
 from promptblend.runs import Run, build_run, is_run, run_key
 
 from .base import Prediction, Predictor
-from .registry import create_predictor, get_predictor_config, list_predictors, resolve_params
+from .registry import (
+    create_predictor,
+    get_predictor_config,
+    list_predictors,
+    resolve_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +162,6 @@ class BatchStream:
         self._bar = tqdm(total=len(image_set), desc=getattr(predictor, "name", "predict"), unit="img", disable=not progress)
 
     def _restart(self, start: int) -> None:
-        import torch
         from torch.utils.data import DataLoader
 
         n = len(self.image_set)
@@ -166,7 +171,7 @@ class BatchStream:
             batch_sampler=batches,
             num_workers=self.workers,
             collate_fn=_Collate(self.predictor),
-            pin_memory=torch.cuda.is_available() and str(self.predictor.device or "cuda").startswith("cuda"),
+            pin_memory=resolve_device(self.predictor.device).startswith("cuda"),
             prefetch_factor=4 if self.workers else None,
         )
         self._iter = iter(loader)
@@ -294,9 +299,7 @@ def run_predictor(
 
 
 def _device_name(predictor: Predictor) -> str:
-    import torch
-
-    return predictor.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(predictor.device)
 
 
 @entry_point

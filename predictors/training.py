@@ -33,9 +33,14 @@ import numpy as np
 import torch
 
 from promptblend import atomic
-from promptblend.embed import encode
-from promptblend.errors import ConfigError, ImageSetError, ModelNotFoundError, TruthError
+from promptblend.errors import (
+    ConfigError,
+    ImageSetError,
+    ModelNotFoundError,
+    TruthError,
+)
 from promptblend.images import ImageSet, load_image, open_image_set, read_prompts_csv
+from promptblend.text import encode
 
 from .base import Predictor
 
@@ -215,9 +220,8 @@ def clip_image_features(
     import torch
     from tqdm.auto import tqdm
 
-    from promptblend.runs import cache_dir
-
-    from .clip import embed_images, load_clip
+    from promptblend.cache import cache_dir
+    from promptblend.clip import embed_images, load_clip
 
     key = hashlib.sha256(f"{clip_key(clip)}:{image_set.fingerprint(fast=True)}".encode()).hexdigest()[:24]
     path = cache_dir() / "clip-features" / f"{key}.npy"
@@ -237,7 +241,7 @@ def clip_image_features(
 
 def prompt_targets(prompts: Sequence[str]) -> np.ndarray:
     """MiniLM embeddings (the scoring model) of prompts, cached on disk by their text."""
-    from promptblend.runs import cache_dir
+    from promptblend.cache import cache_dir
 
     key = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:24]
     path = cache_dir() / "minilm-targets" / f"{key}.npy"
@@ -459,9 +463,8 @@ def fit(task: TrainTask, data: PairData, out: str | Path, cfg: TrainConfig) -> P
     import torch
     from tqdm.auto import tqdm
 
-    from ensemble.metric import score
-
-    from .clip import default_device
+    from promptblend.device import default_device
+    from promptblend.metric import score
 
     cfg.check()
     out = Path(out)
@@ -740,7 +743,7 @@ class TrainedClipPredictor(Predictor):
     def setup(self) -> None:
         import torch
 
-        from .clip import load_clip
+        from promptblend.clip import load_clip
 
         self.bundle = load_clip(self.clip[0], self.clip[1], self.device)
         with torch.random.fork_rng():
@@ -766,6 +769,6 @@ class TrainedClipPredictor(Predictor):
         """Unit CLIP embeddings of a batch, as a tensor on the model's device."""
         import torch
 
-        from .clip import embed_images
+        from promptblend.clip import embed_images
 
         return torch.from_numpy(embed_images(self.bundle, pixels)).to(self.bundle.device)

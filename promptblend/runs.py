@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import time
@@ -237,8 +236,3 @@ def _read_shard(path: Path, rows: int) -> tuple[np.ndarray | None, list[str] | N
         log.warning("recomputing shard %s: %d rows, expected %d", path, e.shape[0], rows)
         return None, None
     return e, p
-
-
-def cache_dir() -> Path:
-    """Where promptblend caches what is not tied to a user's output folder (``$PROMPTBLEND_CACHE``)."""
-    return Path(os.environ.get("PROMPTBLEND_CACHE", Path.home() / ".cache" / "promptblend"))

@@ -1,6 +1,6 @@
 """Train the tiny open_clip model (``TINY_CLIP``, random init) contrastively on the demo's train split.
 
-The result is a ``.safetensors`` file that :func:`predictors.clip.load_clip` loads as
+The result is a ``.safetensors`` file that :func:`promptblend.clip.load_clip` loads as
 ``load_clip(TINY_CLIP, path)``: its image tower feeds the demo's predictors, its text tower gives the
 prompt bank's keys. A finished checkpoint is reused (the file name is a hash of data and settings).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.clip import TINY_CLIP, register_clip_configs
 from promptblend import atomic
+from promptblend.clip import TINY_CLIP, register_clip_configs
 
 from .data import DemoData
 

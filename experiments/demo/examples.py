@@ -22,7 +22,7 @@ def plot_examples(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ensemble.metric import cosine_rows
+    from promptblend.metric import cosine_rows
 
     rows = np.linspace(0, len(truth.ids) - 1, n).astype(int)
     cos = {r.name: cosine_rows(r.select(truth.ids).embeddings, truth.embeddings) for r in runs}

@@ -15,10 +15,15 @@ from typing import Any
 import numpy as np
 
 from predictors.base import Prediction
-from predictors.clip import embed_images, load_clip
 from predictors.interrogator import Interrogator
-from predictors.interrogator_labels import BANKS, LabelBanks, label_embeddings, load_bank
+from predictors.interrogator_labels import (
+    BANKS,
+    LabelBanks,
+    label_embeddings,
+    load_bank,
+)
 from predictors.registry import add_predictor_config, list_predictors
+from promptblend.clip import embed_images, load_clip
 from promptblend.errors import ConfigError
 
 NAME = "clip-interrogator-demo"
@@ -66,7 +71,7 @@ class DemoInterrogator(Interrogator):
         """Load CLIP (seeded when random), the demo label banks' cached embeddings, and MiniLM."""
         import torch
 
-        from promptblend.embed import load_text_model
+        from promptblend.text import load_text_model
 
         p = self.params
         with torch.random.fork_rng(devices=[]):
@@ -100,7 +105,7 @@ class DemoInterrogator(Interrogator):
         """Caption from the subject and scene banks, interrogate, embed the prompts with MiniLM."""
         import torch
 
-        from promptblend.embed import encode
+        from promptblend.text import encode
 
         feats = torch.from_numpy(embed_images(self.clip, batch)).to(self.clip.device)
         subjects = self.caption_banks.top(feats, 1, "subjects")

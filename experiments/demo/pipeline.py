@@ -28,8 +28,9 @@ from typing import Sequence
 import numpy as np
 
 from promptblend import atomic
+from promptblend.cache import cache_dir
 from promptblend.errors import ConfigError
-from promptblend.runs import Run, cache_dir
+from promptblend.runs import Run
 
 from .clip_train import ClipCheckpoint, ClipTrainConfig, train_demo_clip
 from .data import DataConfig, DemoData, make_demo_data
@@ -221,7 +222,7 @@ def run_predictors(
 
 
 def _truth(data: DemoData, split: str) -> Run:
-    from ensemble.truth import truth_run
+    from promptblend.truth import truth_run
 
     return truth_run(data.prompts_csv(split))
 
@@ -333,9 +334,13 @@ def _examples(data: DemoData, test_runs, test_truth: Run, tuned, out: Path) -> P
 
 
 def _leaderboard(data, test_runs, test_truth, mean, tuned, out: Path, size, seed, progress) -> DemoResult:
-    from ensemble.submission import check_submission
-    from experiments.entries import entry_from_arrays, entry_from_run, entry_from_submission
+    from experiments.entries import (
+        entry_from_arrays,
+        entry_from_run,
+        entry_from_submission,
+    )
     from experiments.leaderboard import leaderboard
+    from promptblend.submission import check_submission
 
     submission = tuned.submission
     check_submission(submission, images=data.images("test"))

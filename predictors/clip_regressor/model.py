@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from promptblend.embed import DIM
+from promptblend.vectors import DIM
 
 from ..training import PairData, Standardise, TrainTask
 

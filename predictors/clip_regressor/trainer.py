@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from promptblend.clip import TINY_CLIP
 from promptblend.images import ImageSet
 
 from .. import training
-from ..clip import TINY_CLIP
 
 #: Trainer presets: loop settings, ``clip`` = (open_clip model, pretrained) and head architecture.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from promptblend.embed import encode
 from promptblend.errors import ConfigError
+from promptblend.text import encode
 from promptblend.vectors import l2_normalise
 
 from ..base import Prediction

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptblend.embed import encode
+from promptblend.text import encode
 
 from ..training import PairData, TrainTask
 from . import model as cc

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from promptblend.clip import TINY_CLIP
 from promptblend.images import ImageSet
 
 from .. import training
-from ..clip import TINY_CLIP
 
 #: Trainer presets: loop settings, ``clip`` = (open_clip model, pretrained) and the architecture.
 #: ``default`` is ClipCap's transformer-mapping setup (CLIP ViT-B/32, GPT-2 by name or path);

@@ -6,8 +6,9 @@ import pytest
 from ensemble.align import align
 from ensemble.blend import BlendParams, apply_blend, load_params, save_params
 from ensemble.objective import direct_cosines
-from ensemble.snap import Bank, best_threshold
+from ensemble.snap import best_threshold
 from ensemble.synthetic import synthetic_problem
+from promptblend.bank import Bank
 from promptblend.errors import AlignmentError, BlendError, EmbeddingError
 from promptblend.runs import Run
 
@@ -96,7 +97,7 @@ def test_bank_snaps_close_rows_only(problem):
     query[:50] += 0.05 * runs[0].embeddings[:50] / np.linalg.norm(runs[0].embeddings[:50], axis=1, keepdims=True)
     out = bank.snap(query, 0.99)
     np.testing.assert_allclose(out[:50], truth.embeddings[:50], atol=1e-6)
-    sim, _ = bank.nearest(query[50:])
+    sim, _ = bank.nearest_values(query[50:])
     np.testing.assert_array_equal(out[50:][sim < 0.99], query[50:][sim < 0.99])
 
 

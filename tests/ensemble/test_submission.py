@@ -8,12 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-from ensemble.metric import cosine_rows, score
 from ensemble.score import score_submission
-from ensemble.submission import check_submission, read_submission, submission_from_prompts, write_submission
-from ensemble.truth import truth_run
 from promptblend.errors import SubmissionError
 from promptblend.images import read_prompts_csv
+from promptblend.metric import cosine_rows, score
+from promptblend.submission import (
+    check_submission,
+    read_submission,
+    submission_from_prompts,
+    write_submission,
+)
+from promptblend.truth import truth_run
 
 
 def test_sample_submission_scores_one(kaggle_sample):
@@ -40,7 +45,7 @@ def test_outside_submission_matches_independent_computation(kaggle_sample, tmp_p
     """A submission built from other text scores what sentence-transformers says it should."""
     from sentence_transformers import SentenceTransformer
 
-    from promptblend.embed import scoring_model_path
+    from promptblend.text import scoring_model_path
 
     prompts = read_prompts_csv(kaggle_sample / "prompts.csv")
     guesses = ["a photo of something", "a bowl of ramen", "a painting", "a city at night", "a dog", "space", "food"]

@@ -10,11 +10,11 @@ from optuna.trial import TrialState
 from ensemble import search
 from ensemble.blend import apply_blend, load_params
 from ensemble.objective import direct_cosines
-from ensemble.submission import read_submission
 from ensemble.synthetic import synthetic_problem
 from ensemble.tune import main
 from ensemble.tuner import tune
 from promptblend.runs import Run, save_run
+from promptblend.submission import read_submission
 from promptblend.vectors import l2_normalise
 
 N, K, TRIALS, FOLDS = 240, 3, 10, 2

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from ensemble.submission import check_submission
 from experiments.demo import run_demo
 from experiments.demo.__main__ import main as demo_main
 from experiments.demo.clip_train import ClipTrainConfig
 from experiments.demo.data import DataConfig
 from experiments.demo.pipeline import BASELINE, BLEND, PREDICTORS, DemoSize
+from promptblend.submission import check_submission
 
 TINY = DemoSize(
     "test",

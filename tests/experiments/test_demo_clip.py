@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.demo.clip_train import ClipTrainConfig, encode_text_trimmed, image_tensor, train_demo_clip
+from experiments.demo.clip_train import (
+    ClipTrainConfig,
+    encode_text_trimmed,
+    image_tensor,
+    train_demo_clip,
+)
 from experiments.demo.data import DataConfig, make_demo_data
-from predictors.clip import TINY_CLIP, embed_images, embed_texts, load_clip
+from promptblend.clip import TINY_CLIP, embed_images, embed_texts, load_clip
 
 CONFIG = ClipTrainConfig(epochs=20, batch_size=32, lr=3e-3, warmup_steps=5)
 

@@ -7,7 +7,13 @@ import csv
 import numpy as np
 import pytest
 
-from experiments.demo.data import SPLITS, DataConfig, label_banks, make_demo_data, noise_words
+from experiments.demo.data import (
+    SPLITS,
+    DataConfig,
+    label_banks,
+    make_demo_data,
+    noise_words,
+)
 from experiments.demo.render import COLOURS, OBJECTS, SCENES, STYLES
 from promptblend.errors import ConfigError
 from promptblend.images import open_image_set

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 from lb_synthetic import truth_run, with_cosines
 
-from ensemble.submission import write_submission
-from experiments.entries import entry_from_arrays, find_entries, load_entries, score_entries, tuning_summary
+from experiments.entries import (
+    entry_from_arrays,
+    find_entries,
+    load_entries,
+    score_entries,
+    tuning_summary,
+)
 from promptblend.errors import ConfigError, ImageSetError, RunError, TruthError
 from promptblend.runs import Run, save_run
+from promptblend.submission import write_submission
 
 
 def _run(truth: Run, cos: float, name: str, seed: int, **meta) -> Run:

@@ -12,12 +12,12 @@ import pytest
 from lb_synthetic import truth_run, with_cosines
 from PIL import Image
 
-from ensemble.submission import write_submission
 from experiments import entry_from_arrays, load_entries
 from experiments.leaderboard import leaderboard, main
 from experiments.record import history
 from promptblend.errors import ConfigError
 from promptblend.runs import Run, save_run
+from promptblend.submission import write_submission
 
 N = 300
 
@@ -112,7 +112,7 @@ def test_cli_bad_input_one_line(workspace, capsys):
 
 def test_kaggle_sample_fixed_truth_run(kaggle_sample, tmp_path):
     """The competition's sample submission as truth and as entry: a perfect entry on 7 images."""
-    from ensemble.submission import read_submission
+    from promptblend.submission import read_submission
 
     ids, emb = read_submission(kaggle_sample / "sample_submission.csv")
     entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from lb_synthetic import graded_scores
 
-from experiments.simulate import CHUNK, bootstrap_counts, n_public_of, public_masks, ranks, simulate
+from experiments.simulate import (
+    CHUNK,
+    bootstrap_counts,
+    n_public_of,
+    public_masks,
+    ranks,
+    simulate,
+)
 from promptblend.errors import ConfigError
 
 

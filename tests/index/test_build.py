@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.bank import Bank
 from index.build import BuildConfig, build_bank
 from index.build import main as build_main
 from index.normalise import normalise_prompt
 from index.query import main as query_main
 from index.query import query_bank
-from promptblend.embed import encode
+from promptblend.bank import load_bank
 from promptblend.errors import BankError
+from promptblend.text import encode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,14 +61,14 @@ def test_bank_files_and_manifest(bank_dir, prompt_file):
     assert m["index"]["key"] == "Flat" and m["index"]["recall_at_10"] == 1.0
     assert {"clean_s", "values_s", "index_build_s", "total_s"} <= set(m["times"])
     assert not (bank_dir / ".build").exists(), "work folder removed after success"
-    bank = Bank(bank_dir)
+    bank = load_bank(bank_dir)
     assert bank.values.shape == (120, 384) and isinstance(bank.values, np.memmap)
     prompts = bank.prompts
     np.testing.assert_allclose(bank.values[:5], encode(prompts[:5]), atol=1e-5)
 
 
 def test_query_finds_the_prompt_itself(bank_dir, capsys):
-    bank = Bank(bank_dir)
+    bank = load_bank(bank_dir)
     target = bank.prompts[7]
     hits = query_bank(bank_dir, target, k=3)
     assert hits[0][1] == 7 and hits[0][2] == target and hits[0][0] > 0.999
@@ -100,7 +100,7 @@ def test_near_dedup_drops_paraphrases(tmp_path, shared_data):
     m = build_bank(BuildConfig(prompts=[str(p)], dedup_cos=0.97, values_backend="torch"), tmp_path / "b",
                    progress=False)
     assert m["counts"]["unique"] == 40 and m["counts"]["near_duplicates"] >= 8
-    bank = Bank(tmp_path / "b")
+    bank = load_bank(tmp_path / "b")
     assert len(bank) == m["counts"]["kept"] and bank.prompts[:5] == [normalise_prompt(t) for t in base[:5]]
     v = np.asarray(bank.values)
     sims = v @ v.T
@@ -156,7 +156,7 @@ def test_killed_build_resumes_where_it_stopped(tmp_path, shared_data):
     m = build_bank(cfg, out, progress=False)
     stats = m["embedding"]["values"]
     assert stats["shards_reused"] >= done_before and stats["shards_reused"] + stats["shards_computed"] == 10
-    bank = Bank(out)
+    bank = load_bank(out)
     expected = [normalise_prompt(t) for t in prompts]
     assert bank.prompts == expected
     np.testing.assert_allclose(bank.values, encode(expected), atol=1e-5)

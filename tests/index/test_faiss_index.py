@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from index.choose import REFINE_K_FACTOR, IndexChoice
-from index.faiss_index import (build_index, exact_search, read_index, recall_at_k, sample_queries, set_search_param,
-                               tune_search, write_index)
+from index.faiss_index import (
+    build_index,
+    exact_search,
+    recall_at_k,
+    sample_queries,
+    tune_search,
+    write_index,
+)
+from promptblend.bank import read_index, set_search_param
 
 
 def _clustered(n, dim, seed=0):

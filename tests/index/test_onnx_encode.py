@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from promptblend.embed import encode
 from promptblend.errors import EmbeddingError
+from promptblend.text import encode
 
 
 @pytest.mark.slow

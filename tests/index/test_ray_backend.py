@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from index.bank import Bank
 from index.build import BuildConfig, build_bank
+from promptblend.bank import load_bank
 
 ray = pytest.importorskip("ray")
 
@@ -36,7 +36,7 @@ def test_ray_backend_equals_local(local_ray, tmp_path, drawbench):
     local = build_bank(cfg, tmp_path / "local", backend="local", progress=False)
     remote = build_bank(cfg, tmp_path / "ray", backend="ray", progress=False)
     assert remote["embedding"]["backend"] == "ray" and remote["embedding"]["values"]["shards_computed"] == 4
-    a, b = Bank(tmp_path / "local"), Bank(tmp_path / "ray")
+    a, b = load_bank(tmp_path / "local"), load_bank(tmp_path / "ray")
     assert a.prompts == b.prompts
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
     assert local["counts"] == remote["counts"] and local["index"]["key"] == remote["index"]["key"]

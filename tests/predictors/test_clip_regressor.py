@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from shapes import make_shapes
 
-from ensemble.metric import score
 from predictors.clip_regressor import train_regressor
 from predictors.registry import create_predictor
 from predictors.training import read_metrics, split_indices
-from promptblend.embed import encode
 from promptblend.errors import ConfigError
 from promptblend.images import open_image_set
+from promptblend.metric import score
+from promptblend.text import encode
 
 FAST = {"num_workers": 0, "progress": False}
 
@@ -70,7 +70,7 @@ def test_own_clip_weights_file_travels_with_the_checkpoint(trained, tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from predictors.clip import TINY_CLIP, register_clip_configs
+    from promptblend.clip import TINY_CLIP, register_clip_configs
     from promptblend.errors import ModelNotFoundError
 
     images, _ = trained

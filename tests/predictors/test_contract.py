@@ -14,11 +14,11 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from ensemble.submission import write_submission
 from predictors.registry import create_predictor, get_predictor_config, list_predictors
 from predictors.run import run_predictor
 from promptblend.images import open_image_set
 from promptblend.runs import is_run
+from promptblend.submission import write_submission
 from promptblend.vectors import l2_normalise
 
 CONTRACT_ENTRIES = [n for n in list_predictors() if n.endswith("-tiny") or n == "external"]

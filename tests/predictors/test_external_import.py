@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble.submission import read_submission
 from predictors.external import import_external
 from promptblend.errors import RunError, SubmissionError
 from promptblend.runs import list_runs, load_run
+from promptblend.submission import read_submission
 
 
 def test_import_sample_submission(kaggle_sample, tmp_path):

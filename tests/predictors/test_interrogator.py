@@ -43,8 +43,8 @@ def interrogator(label_cache):
 
 
 def test_short_text_embedding_equals_full_context(interrogator):
-    from predictors.clip import embed_texts
     from predictors.interrogator_labels import embed_short_texts
+    from promptblend.clip import embed_texts
 
     texts = ["a cat", "a castle on a hill at dusk, by Greg Rutkowski, trending on Artstation", "x" * 300]
     np.testing.assert_allclose(embed_short_texts(interrogator.clip, texts, 2), embed_texts(interrogator.clip, texts),
@@ -78,7 +78,7 @@ def test_modes(interrogator, mixed_images):
 
     s = open_image_set(mixed_images)
     clip_pixels, blip_pixels = interrogator.collate([interrogator.preprocess(s.load(i)) for i in range(3)])
-    from predictors.clip import embed_images
+    from promptblend.clip import embed_images
 
     feats = torch.from_numpy(embed_images(interrogator.clip, clip_pixels))
     captions = interrogator.captioner.generate(blip_pixels, max_new_tokens=6, min_new_tokens=2)

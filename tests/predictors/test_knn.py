@@ -48,7 +48,7 @@ def test_knn_run_on_drawbench(tiny_bank, drawbench, copy_images, tmp_path):
     for i in (0, 5):
         np.testing.assert_allclose(run.embeddings[i], predictor.predict([images.load(i)])[0], atol=1e-5)
     # and it is the softmax-weighted mean of that image's bank neighbours
-    from predictors.clip import embed_images
+    from promptblend.clip import embed_images
 
     emb = embed_images(predictor.clip, predictor.collate([predictor.preprocess(images.load(0))]))
     sims, rows = predictor.bank.search(emb, 5)
@@ -80,7 +80,7 @@ def test_key_model_mismatch_and_missing_index(tiny_bank):
 
 
 def test_preprocess_matches_the_loaded_clip(drawbench):
-    from predictors.clip import load_clip
+    from promptblend.clip import load_clip
 
     image = open_image_set(drawbench / "images").load(0)
     p = create_predictor("knn-tiny")

@@ -8,11 +8,16 @@ import shutil
 import numpy as np
 import pytest
 
-from ensemble.submission import write_submission
 from predictors.run import main, parse_config, run_predictor
-from promptblend.errors import AlignmentError, BadImageError, ConfigError, ModelNotFoundError
+from promptblend.errors import (
+    AlignmentError,
+    BadImageError,
+    ConfigError,
+    ModelNotFoundError,
+)
 from promptblend.images import open_image_set
 from promptblend.runs import is_run, load_run
+from promptblend.submission import write_submission
 from promptblend.vectors import l2_normalise
 
 

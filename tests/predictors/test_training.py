@@ -20,7 +20,12 @@ from predictors.clip_regressor import train_regressor
 from predictors.clip_regressor.train import main as regressor_main
 from predictors.registry import create_predictor
 from predictors.training import load_checkpoint, read_metrics, save_checkpoint
-from promptblend.errors import ConfigError, ImageSetError, ModelNotFoundError, TruthError
+from promptblend.errors import (
+    ConfigError,
+    ImageSetError,
+    ModelNotFoundError,
+    TruthError,
+)
 
 FAST = {"num_workers": 0, "progress": False}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptblend.embed import encode, load_text_model, scoring_model_path
 from promptblend.errors import ModelNotFoundError
+from promptblend.text import encode, load_text_model, scoring_model_path
 
 
 def test_encode_matches_sentence_transformers():

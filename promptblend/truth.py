@@ -1,13 +1,15 @@
-"""Truth embeddings of a ``prompts.csv``, cached like any run."""
+"""The truth: embeddings of a ``prompts.csv`` (cached like any run) or a run folder of them."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from promptblend.embed import SCORING_MODEL, encode
+from promptblend.cache import cache_dir
+from promptblend.errors import TruthError
 from promptblend.images import read_prompts_csv
-from promptblend.runs import Run, build_run, cache_dir
+from promptblend.runs import Run, build_run, is_run, load_run
+from promptblend.text import SCORING_MODEL, encode
 
 
 def truth_run(prompts_csv: str | Path, model: str | None = None, cache: str | Path | None = None) -> Run:
@@ -27,3 +29,15 @@ def truth_run(prompts_csv: str | Path, model: str | None = None, cache: str | Pa
         progress=len(ids) > 4096,
     )
     return run
+
+
+def load_truth(truth: Run | str | Path) -> Run:
+    """Truth embeddings from a :class:`Run`, a run folder, or a ``prompts.csv`` (embedded, cached)."""
+    if isinstance(truth, Run):
+        return truth
+    path = Path(truth)
+    if path.is_dir() and is_run(path):
+        return load_run(path)
+    if not path.is_file():
+        raise TruthError(f"truth not found: {path} (give a prompts.csv with imgId,prompt or a run folder)")
+    return truth_run(path)

@@ -6,12 +6,16 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from promptblend.device import default_device
+from promptblend.digest import file_digest
 from promptblend.errors import ModelNotFoundError
 
 TINY_CLIP = "pb-tiny-clip"
@@ -20,7 +24,7 @@ _CONFIG_DIR = Path(__file__).parent / "clip_configs"
 
 @functools.lru_cache(maxsize=1)
 def register_clip_configs() -> None:
-    """Make the architectures in ``predictors/clip_configs`` known to open_clip."""
+    """Make the architectures in ``promptblend/clip_configs`` known to open_clip."""
     import open_clip
 
     for f in sorted(_CONFIG_DIR.glob("*.json")):
@@ -38,6 +42,11 @@ class ClipBundle:
     pretrained: str | None
     device: str
 
+    @functools.cached_property
+    def identity(self) -> str:
+        """What names these weights, for cache keys and bank checks: see :func:`clip_identity`."""
+        return clip_identity(self.name, self.pretrained, self.model)
+
     @property
     def embed_dim(self) -> int:
         """Width of the joint embedding space."""
@@ -46,11 +55,26 @@ class ClipBundle:
         )
 
 
-def default_device() -> str:
-    """``cuda`` when available, else ``cpu``."""
-    import torch
+def is_weights_file(pretrained: str | None) -> bool:
+    """Whether ``pretrained`` names a local weights file rather than an open_clip tag."""
+    return bool(pretrained) and ("/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".bin", ".pth")))
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def clip_identity(name: str, pretrained: str | None, model: Any = None) -> str:
+    """The one identity of a CLIP model: ``name`` plus its tag, its weights file's content digest,
+    or (random weights) a digest of the model's tensors (``random`` when no model is given)."""
+    if is_weights_file(pretrained):
+        ident = f"file-{file_digest(pretrained)[:16]}"
+    elif pretrained:
+        ident = pretrained
+    elif model is not None:
+        h = hashlib.sha256()
+        for t in model.state_dict().values():
+            h.update(t.detach().float().cpu().numpy().tobytes())
+        ident = f"random-{h.hexdigest()[:12]}"
+    else:
+        ident = "random"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{ident}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,7 +89,7 @@ def load_clip(model_name: str, pretrained: str | None = None, device: str | None
 
     register_clip_configs()
     device = device or default_device()
-    if pretrained and ("/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".bin", ".pth"))):
+    if is_weights_file(pretrained):
         if not Path(pretrained).is_file():
             raise ModelNotFoundError(f"CLIP weights file not found: {pretrained}")
     try:
@@ -86,7 +110,7 @@ def embed_images(bundle: ClipBundle, pixels) -> np.ndarray:
     """CLIP image embeddings of a preprocessed batch (B, 3, H, W), float32 unit rows."""
     import torch
 
-    with torch.inference_mode(), _autocast(bundle.device):
+    with torch.inference_mode(), autocast(bundle.device):
         feats = bundle.model.encode_image(pixels.to(bundle.device))
     feats = feats.float()
     return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
@@ -100,7 +124,7 @@ def embed_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 256,
     out = []
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch"):
         tokens = bundle.tokenizer(list(texts[start : start + batch_size])).to(bundle.device)
-        with torch.inference_mode(), _autocast(bundle.device):
+        with torch.inference_mode(), autocast(bundle.device):
             feats = bundle.model.encode_text(tokens).float()
         out.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
     dim = bundle.embed_dim
@@ -121,7 +145,7 @@ def _seeded(seed: int | None):
     return stack
 
 
-def _autocast(device: str):
+def autocast(device: str):
     import contextlib
 
     import torch

@@ -1,4 +1,4 @@
-"""ONNX Runtime fp32 backend of :func:`promptblend.embed.encode` for mean-pooled BERT-like
+"""ONNX Runtime fp32 backend of :func:`promptblend.text.encode` for mean-pooled BERT-like
 sentence-transformers models (all-MiniLM-L6-v2): exported once, BERT kernels fused, cached under
 ``cache_dir()/onnx/<key>/``; batches are bucketed by token length so they carry little padding."""
 
@@ -13,8 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import atomic
-from .errors import EmbeddingError
+from promptblend import atomic
+from promptblend.cache import cache_dir
+from promptblend.errors import EmbeddingError
+
+from .model import load_text_model
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ def export_onnx(model_dir: str, out_dir: Path) -> None:
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .embed import load_text_model
 
     st = load_text_model(model_dir, device="cpu")
     transformer, pooling = st[0], st[1]
@@ -127,8 +129,6 @@ def _mask(lengths: np.ndarray, width: int) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def load_onnx_encoder(model_dir: str) -> OnnxTextEncoder:
     """The ONNX encoder of the sentence-transformers folder ``model_dir``, exported on first use."""
-    from .runs import cache_dir
-
     folder = cache_dir() / "onnx" / _export_key(model_dir)
     if not (folder / "model.onnx").is_file() or not (folder / "meta.json").is_file():
         log.info("exporting %s to ONNX in %s (once)", model_dir, folder)
