@@ -64,7 +64,8 @@ def main() -> None:
         print(f"RESULT full build of {args.n:,} raw lines -> {m['counts']['kept']:,} prompts: wall {wall:.1f} s, "
               f"peak RSS {m['peak_rss_mb']:.0f} MB, index {m['index']['key']} "
               f"{(args.out / 'full' / 'index.faiss').stat().st_size / 2**20:.1f} MiB, bank folder {size / 2**20:.1f} MiB, "
-              f"recall@10 {m['index']['recall_at_10']:.4f}; stages {m['times']}")
+              f"recall@10 {m['index']['recall_at_10']:.4f}; stages {m['times']}; "
+              f"peak RSS MB at the end of each stage {m['stage_peak_rss_mb']}")
 
     killed = args.out / "killed"
     shutil.rmtree(killed, ignore_errors=True)
@@ -76,12 +77,16 @@ def main() -> None:
     while not clean.is_file() and proc.poll() is None:
         time.sleep(0.5)
     total = -(-json.loads(clean.read_text())["kept"] // args.shard_size)
-    while len(list(shards.glob("*.npy"))) < total // 2 and proc.poll() is None:
+
+    def finished() -> int:  # not the hidden temp file of a shard being written
+        return sum(not f.name.startswith(".") for f in shards.glob("*.npy"))
+
+    while finished() < total // 2 and proc.poll() is None:
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = time.perf_counter() - t
-    done = len(list(shards.glob("*.npy")))
+    done = finished()
     second = timed(cmd)
     m = json.loads((killed / "manifest.json").read_text())
     e = m["embedding"]["values"]

@@ -1,6 +1,6 @@
 """Leaderboard simulation speed: 1,000 splits x 50 entries x 16,000 images, vectorised vs naive loops.
 
-``python benchmarks/bench_leaderboard.py [--splits 1000] [--entries 50] [--images 16000]``
+``python benchmarks/bench_leaderboard.py [--splits 1000] [--entries 50] [--images 16000] [--page-only]``
 
 The vectorised path scores each entry once per image (``cosine_rows``) and then does every split
 and bootstrap resample as matrix products. Two naive baselines run in the same process on a few
@@ -8,6 +8,10 @@ splits and are extrapolated linearly to the full count (each split costs the sam
   * naive-embeddings: each run loaded once, then per split ``score(pred[board], truth[board])`` from
     the 384-d rows (public, private and a bootstrap resample);
   * naive-per-image: per-image scores computed once, but a Python loop over splits and entries.
+
+Then the whole leaderboard run as the CLI does it (``leaderboard()``, record, CSV, plots, summary,
+``leaderboard.html`` with the record's history of the same entries) and the page's share of it: the
+HTML render time and the file size (goals: under 1 s and under 3 MB at 50 entries x 16,000 images).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import record
 from experiments.entries import find_entries, score_entries
+from experiments.leaderboard import leaderboard, record_result, write_html, write_plots, write_summary
+from experiments.report import write_csv
 from experiments.simulate import bootstrap_counts, n_public_of, public_masks, simulate
 from promptblend.metric import cosine_rows, score
 from promptblend.runs import Run, save_run
@@ -46,10 +53,41 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16000)
     ap.add_argument("--naive-splits", type=int, default=2, help="splits the embeddings loop runs (extrapolated)")
     ap.add_argument("--naive-per-image-splits", type=int, default=50, help="splits the per-image loop runs")
+    ap.add_argument("--page-only", action="store_true", help="only the whole leaderboard run and its HTML page")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-leaderboard-") as tmp:
-        truth = make_runs(Path(tmp), args.images, args.entries)
-        run(args, truth, find_entries(tmp))
+        truth = make_runs(Path(tmp) / "runs", args.images, args.entries)
+        entries = find_entries(Path(tmp) / "runs")
+        if not args.page_only:
+            run(args, truth, entries)
+        page(args, truth, entries, Path(tmp))
+
+
+def page(args, truth: Run, entries, tmp: Path) -> None:
+    """Time a whole leaderboard run as the CLI does it, and the HTML page's share of it."""
+    out, db = tmp / "board", tmp / "record.sqlite"
+    times = {}
+
+    def timed(stage, fn):
+        t0 = time.perf_counter()
+        value = fn()
+        times[stage] = time.perf_counter() - t0
+        return value
+
+    result = timed("score + simulate", lambda: leaderboard(entries, truth, splits=args.splits, seed=0, progress=False))
+    history = timed("record", lambda: (record_result(result, db, out), record.history(db, result.scored.image_set))[1])
+    timed("CSV", lambda: write_csv(result.rows, out / "leaderboard.csv"))
+    images = timed("plots", lambda: write_plots(result, out))
+    timed("summary", lambda: write_summary(result, out / "summary.json"))
+    html = timed("HTML page", lambda: write_html(result, out / "leaderboard.html", images, history))
+    total = sum(times.values())
+    size = html.stat().st_size
+    print(f"whole leaderboard run {total:.2f} s: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+    print(f"leaderboard.html ({len(result.rows)} entries x {len(result.scored.ids)} images, {len(history)} history rows, "
+          f"{len(images)} plots): rendered in {times['HTML page']:.3f} s = {100 * times['HTML page'] / total:.1f}% of the "
+          f"run; {size / 1e6:.2f} MB (plots {sum(p.stat().st_size for p in images.values()) / 1e6:.2f} MB as PNG files)")
+    ok = times["HTML page"] < 1 and size < 3e6
+    print(f"goal: page under 1 s and under 3 MB: {'met' if ok else 'MISSED'}")
 
 
 def run(args, truth: Run, entries) -> None:

@@ -23,23 +23,25 @@ def zero_cost_studies(out: Path, names: list[str], folds: int, trials: int, seed
     from threadpoolctl import threadpool_limits
 
     from ensemble import search
+    from ensemble.tune import BlendSpace, SearchSettings
 
     studies = [f"blend-fold{f}" for f in range(folds)] + ["blend-final"]
+    space = BlendSpace.of(names, True, None)
     t = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
-        spec = search.storage_spec(None, out)
+        settings = SearchSettings(search.storage_spec(None, out), "tpe", seed)
         warm = np.r_[np.ones(len(names)), 0.5]
         for name in studies:
-            st = search.open_study(spec, name)
-            search.enqueue_warm_start(st, search.blend_trial_params(names, warm, True, True, None))
+            st = search.open_study(settings.spec, name)
+            search.enqueue_warm_start(st, space.params(warm, True))
         for i, name in enumerate(studies):
-            st = search.open_study(spec, name, search.create_sampler("tpe", seed + i))
+            st = search.open_study(settings.spec, name)
 
             def objective(trial) -> float:
-                c, _ = search.suggest_blend(trial, names, True, None)
+                c, _ = space.suggest(trial)
                 return -float(((c - 0.5) ** 2).sum())
 
-            search.run_study(st, objective, trials)
+            search.run_study(st, objective, trials, sampler_for=settings.sampler_for(i))
     return time.perf_counter() - t
 
 
@@ -55,7 +57,7 @@ def main() -> None:
     import optuna
 
     from ensemble.synthetic import synthetic_problem
-    from ensemble.tuner import tune
+    from ensemble.tune import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs, truth = synthetic_problem(args.n, args.k, seed=args.seed)

@@ -1,4 +1,4 @@
-"""Line up runs (and the truth) on the same image ids, or fail with a message that says why."""
+"""Find runs, and line them up (and the truth) on the same image ids, or fail with a message that says why."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from promptblend.errors import AlignmentError, BlendError
-from promptblend.runs import Run
+from promptblend.errors import AlignmentError, BlendError, ConfigError
+from promptblend.runs import Run, list_runs, load_run
 from promptblend.vectors import check_embeddings
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,14 @@ class Aligned:
     stack: np.ndarray
     truth: np.ndarray | None
     dropped: dict[str, int] = field(default_factory=dict)
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """Runs from folders that are runs or hold runs."""
+    found = [p for path in paths for p in list_runs(path)]
+    if not found:
+        raise ConfigError(f"no runs found in {', '.join(map(str, paths))}")
+    return [load_run(p) for p in found]
 
 
 def _check_names(runs: Sequence[Run], min_runs: int) -> list[str]:

@@ -1,10 +1,17 @@
-"""Tuning results for people: a rich table on the terminal and PNG plots in the output folder."""
+"""Tuning results for people: a rich table on the terminal, PNG plots and ``report.html`` in the output folder.
+
+Figures are built with :func:`promptblend.figures.new_figure` (no pyplot, no backend switch); the page
+with :class:`promptblend.page.Page`, in the leaderboard page's style.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from . import search
 
 
 def print_table(result, console=None) -> None:
@@ -41,28 +48,29 @@ def print_table(result, console=None) -> None:
     weights.add_row("per-run L2 normalisation", str(result.params.normalise), "")
     console.print(weights)
     if result.out is not None:
-        console.print(f"wrote {result.out / 'best.json'} and {result.submission}; "
+        html = f", {result.out / 'report.html'}" if (result.out / "report.html").is_file() else ""
+        console.print(f"wrote {result.out / 'best.json'}, {result.submission}{html}; "
                       f"browse the studies with: optuna-dashboard {result.storage}")
 
 
-def write_plots(out: Path, result, studies) -> list[Path]:
-    """``history.png`` (best-so-far per study), ``weights.png`` (per run, final and per fold), ``folds.png``."""
-    import matplotlib
+def _searched(study) -> tuple[np.ndarray, np.ndarray]:
+    """(trial numbers, values) of a study's complete trials, the warm-start trial left out."""
+    done = [(t.number, t.value) for t in study.get_trials(deepcopy=False)
+            if t.value is not None and t.user_attrs.get("source") != search.WARM_START]
+    return tuple(map(np.asarray, zip(*done))) if done else (np.zeros(0), np.zeros(0))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = Path(out)
-    paths = []
+def history_figure(result, studies):
+    """Best-so-far per study and the final study's trials, against the gradient optimum."""
+    from promptblend.figures import new_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    final_vals = []
+    fig = new_figure(7, 4)
+    ax = fig.add_subplot()
+    final_vals = np.zeros(0)
     for st in studies:
-        done = [t for t in st.get_trials(deepcopy=False) if t.value is not None]
-        searched = [(t.number, t.value) for t in done if t.user_attrs.get("source") != "gradient"]
-        if not searched:
+        x, vals = _searched(st)
+        if not len(x):
             continue
-        x, vals = map(np.asarray, zip(*searched))
         final = st.study_name.endswith("-final")
         if final:
             final_vals = vals
@@ -71,15 +79,22 @@ def write_plots(out: Path, result, studies) -> list[Path]:
                 label=f"{st.study_name}: best searched so far")
     if len(final_vals):
         ax.set_ylim(min(np.percentile(final_vals, 10), result.gradient_optimum - 0.01), result.gradient_optimum + 0.005)
-    ax.axhline(result.gradient_optimum, color="k", ls="--", lw=1, label="gradient optimum (final; warm-start trial 0)")
+    warm = "warm-start trial 0" if result.warm_start else "not enqueued"
+    ax.axhline(result.gradient_optimum, color="k", ls="--", lw=1, label=f"gradient optimum (final; {warm})")
     ax.set_xlabel("trial")
     ax.set_ylabel("mean cosine (tuned-on images)")
     ax.set_title("optimisation history")
     ax.legend(fontsize=7, loc="lower right")
-    paths.append(_save(fig, out / "history.png"))
+    return fig
+
+
+def weights_figure(result):
+    """Final weight per run (bars) and each fold's weights (dots)."""
+    from promptblend.figures import new_figure
 
     names = list(result.params.weights)
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
+    fig = new_figure(max(5, 0.8 * len(names) + 2), 4)
+    ax = fig.add_subplot()
     x = np.arange(len(names))
     ax.bar(x, [result.params.weights[n] for n in names], color="tab:blue", label="final")
     for f, fw in enumerate(result.fold_weights):
@@ -88,32 +103,93 @@ def write_plots(out: Path, result, studies) -> list[Path]:
     ax.set_ylabel("weight (largest = 1)")
     ax.set_title(f"weights per run (mean vector: {result.params.mean_weight:.3f}, normalise: {result.params.normalise})")
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "weights.png"))
+    return fig
 
+
+def folds_figure(result):
+    """In-sample and held-out score per fold, with the pooled out-of-fold score."""
+    from promptblend.figures import new_figure
+
+    fig = new_figure(6, 4)
+    ax = fig.add_subplot()
+    x = np.arange(len(result.fold_scores))
+    ax.bar(x - 0.2, result.fold_in_sample, 0.4, label="tuned on (other folds)")
+    ax.bar(x + 0.2, result.fold_scores, 0.4, label="held out")
+    ax.axhline(result.out_of_fold, color="k", ls="--", lw=1, label=f"out-of-fold {result.out_of_fold:.4f}")
+    lo = min(result.fold_scores + result.fold_in_sample)
+    hi = max(result.fold_scores + result.fold_in_sample)
+    ax.set_ylim(lo - 0.5 * (hi - lo + 0.01), hi + 0.5 * (hi - lo + 0.01))
+    ax.set_xticks(x, [f"fold {f}" for f in x])
+    ax.set_ylabel("mean cosine")
+    ax.set_title("per-fold scores")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def write_plots(out: Path, result, studies) -> dict[str, Path]:
+    """``history.png`` (best-so-far per study), ``weights.png`` (per run, final and per fold), ``folds.png``."""
+    from promptblend.figures import save_figure
+
+    out = Path(out)
+    figures = {"history": history_figure(result, studies), "weights": weights_figure(result)}
     if result.fold_scores:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        x = np.arange(len(result.fold_scores))
-        ax.bar(x - 0.2, result.fold_in_sample, 0.4, label="tuned on (other folds)")
-        ax.bar(x + 0.2, result.fold_scores, 0.4, label="held out")
-        ax.axhline(result.out_of_fold, color="k", ls="--", lw=1, label=f"out-of-fold {result.out_of_fold:.4f}")
-        lo = min(result.fold_scores + result.fold_in_sample)
-        hi = max(result.fold_scores + result.fold_in_sample)
-        ax.set_ylim(lo - 0.5 * (hi - lo + 0.01), hi + 0.5 * (hi - lo + 0.01))
-        ax.set_xticks(x, [f"fold {f}" for f in x])
-        ax.set_ylabel("mean cosine")
-        ax.set_title("per-fold scores")
-        ax.legend(fontsize=8)
-        paths.append(_save(fig, out / "folds.png"))
-    return paths
+        figures["folds"] = folds_figure(result)
+    return {key: save_figure(fig, out / f"{key}.png") for key, fig in figures.items()}
 
 
-def _save(fig, path: Path) -> Path:
-    from promptblend import atomic
+PLOT_CAPTIONS = {
+    "history": "Search history: best searched trial so far per study, against the gradient optimum",
+    "weights": "Weights per run: final blend (bars) and each fold's blend (dots)",
+    "folds": "Per-fold scores: on the folds tuned on vs the held-out fold",
+}
 
-    fig.tight_layout()
-    with atomic.atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    return path
+def _weight_rows(result) -> list[dict]:
+    rows = []
+    for name, w in result.params.weights.items():
+        row = {"run": name, "final": w, "alone": result.single_scores.get(name)}
+        row.update({f"fold{f}": fw.get(name) for f, fw in enumerate(result.fold_weights)})
+        rows.append(row)
+    if result.params.mean_vector is not None:
+        rows.append({"run": "mean vector", "final": result.params.mean_weight})
+    return rows
+
+
+def report_page(result, plots: dict[str, Path]):
+    """``report.html``'s page: key scores, weights per fold, fold scores, search history, gradient gap."""
+    from promptblend import __version__
+    from promptblend.page import Column, Page
+
+    page = Page(
+        f"Tuned blend: {result.n_images} images",
+        subtitle=f"{result.folds} folds, {result.trials} {result.sampler} trials per study, storage {result.storage}",
+        footer=f"written by promptblend {__version__} at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+    )
+    page.facts({
+        "in-sample (final study)": result.in_sample,
+        "out-of-fold": "-" if result.out_of_fold is None else result.out_of_fold,
+        "gradient optimum": result.gradient_optimum,
+        "gap: optimum - best trial": f"{result.gradient_gap:+.2e}",
+        "gap: optimum - best searched": "-" if result.search_gap is None else f"{result.search_gap:+.2e}",
+        "per-run normalisation": str(result.params.normalise),
+    })
+    page.section("Weights per fold")
+    cols = [Column("run"), Column("final", fmt=".4f", tip="final blend (largest = 1)")]
+    cols += [Column(f"fold{f}", f"fold {f}", fmt=".4f") for f in range(len(result.fold_weights))]
+    cols.append(Column("alone", "alone (in-sample)", fmt=".5f", tip="the run's score on its own"))
+    page.table(cols, _weight_rows(result), name="weights", pin=1)
+    if result.fold_scores:
+        page.section("Fold scores")
+        rows = [{"fold": f, "in_sample": a, "held_out": b, "gap": a - b}
+                for f, (a, b) in enumerate(zip(result.fold_in_sample, result.fold_scores))]
+        page.table([Column("fold"), Column("in_sample", "tuned on (in-sample)", fmt=".5f"),
+                    Column("held_out", "held out", fmt=".5f"), Column("gap", "over-fit", fmt="+.5f")],
+                   rows, name="folds", pin=1)
+    page.section("Search history and gradient gap")
+    page.text(
+        f"The gradient optimum of the final study's objective is {result.gradient_optimum:.6f}; the best trial is "
+        f"{result.gradient_gap:+.2e} below it" + (f" and the best searched trial {result.search_gap:+.2e}." if
+                                                  result.search_gap is not None else ".")
+    )
+    page.images([(plots[k], PLOT_CAPTIONS[k], PLOT_CAPTIONS[k]) for k in ("history", "weights", "folds") if k in plots])
+    return page

@@ -11,13 +11,13 @@ from promptblend.cli import entry_point
 from promptblend.errors import SubmissionError
 from promptblend.metric import score
 from promptblend.submission import read_submission
-from promptblend.truth import truth_run
+from promptblend.truth import load_truth, truth_run
 
 
 def score_submission(truth_csv: str | Path, submission_csv: str | Path, model: str | None = None) -> float:
-    """Mean cosine of a submission against the truth prompts; every truth id must be present."""
+    """Mean cosine of a submission against the truth (see :func:`promptblend.truth.load_truth`); every truth id must be present."""
     ids, emb = read_submission(submission_csv)
-    truth = truth_run(truth_csv, model=model)
+    truth = load_truth(truth_csv) if model is None else truth_run(truth_csv, model=model)
     have = dict(zip(ids, range(len(ids))))
     missing = [i for i in truth.ids if i not in have]
     if missing:
@@ -30,7 +30,7 @@ def score_submission(truth_csv: str | Path, submission_csv: str | Path, model: s
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(prog="python -m ensemble.score", description=__doc__.splitlines()[0])
-    ap.add_argument("--truth", required=True, help="prompts.csv with imgId,prompt")
+    ap.add_argument("--truth", required=True, help="prompts.csv (imgId,prompt), an image set with prompts (folder or WebDataset shards) or a truth run folder")
     ap.add_argument("--submission", required=True, help="submission CSV (imgId_eId,val)")
     ap.add_argument("--model", default=None, help="scoring model (default: packaged all-MiniLM-L6-v2)")
     args = ap.parse_args(argv)

@@ -6,6 +6,7 @@ processes on one host, PostgreSQL (heartbeats + retry of crashed trials) across 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -13,11 +14,11 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from promptblend.errors import ConfigError
+from promptblend.errors import ConfigError, DiskFullError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,9 @@ class StorageSpec:
 
             try:
                 _OPEN[self] = self._make()
-            except SQLAlchemyError as e:
+            except (SQLAlchemyError, OSError) as e:
+                if _disk_full_cause(e, self.file):
+                    raise storage_full_error(self, 0) from e
                 raise ConfigError(f"cannot open the study storage {self.public_url}: {str(e).splitlines()[0]}") from e
         return _OPEN[self]
 
@@ -139,6 +142,15 @@ class StorageSpec:
             )
 
     @property
+    def file(self) -> Path | None:
+        """The local file of SQLite or journal storage (None for a database server)."""
+        if self.kind == "journal":
+            return Path(self.url)
+        if self.kind == "sqlite":
+            return Path(self.url.split(":///", 1)[1].split("?", 1)[0])
+        return None
+
+    @property
     def public_url(self) -> str:
         """The URL without a password (for logs and best.json)."""
         from urllib.parse import urlsplit, urlunsplit
@@ -150,6 +162,82 @@ class StorageSpec:
             netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
             return urlunsplit(parts._replace(netloc=netloc))
         return self.url
+
+
+def release_storage(spec: StorageSpec) -> None:
+    """Close this process's idle connections to ``spec``'s storage (reopened on the next use).
+
+    The last connection to an SQLite file in WAL mode to close folds its ``-wal`` and ``-shm``
+    files back into the database, so the folder holds the database alone until it is opened again.
+    """
+    engine = getattr(_OPEN.get(spec), "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+#: Bytes a complete trial adds to SQLite storage for a handful of runs (measured: ~1.1 KB per trial
+#: with 3 runs, 300 trials in a 420 KB file; taken with a margin for the WAL and more runs)
+BYTES_PER_TRIAL = 4096
+
+
+def _room(path: Path) -> int:
+    """Bytes ``path`` may still grow by: free disk space, capped by a file-size limit (RLIMIT_FSIZE)."""
+    import resource
+    import shutil
+
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    room = shutil.disk_usage(folder).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        sizes = [p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-journal")) if p.is_file()]
+        room = min(room, max(0, limit - max(sizes, default=0)))
+    return room
+
+
+def _disk_full_cause(err: BaseException, path: Path | None) -> bool:
+    """Whether ``err`` (or an exception it was raised from) says the storage's disk is full."""
+    from promptblend.atomic import is_disk_full
+
+    seen = err
+    while seen is not None:
+        text = str(seen).lower()
+        if is_disk_full(seen) or "database or disk is full" in text:
+            return True
+        if "disk i/o error" in text and path is not None and _room(path) < (1 << 20):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def storage_full_error(spec: "StorageSpec", trials: int) -> DiskFullError:
+    """The named error for a study storage that ran out of disk, with the space ``trials`` more trials need."""
+    from promptblend.atomic import format_bytes
+
+    path = spec.file
+    needed = (trials + 100) * BYTES_PER_TRIAL
+    room = _room(path) if path is not None else None
+    have = f", {format_bytes(room)} available" if room is not None else ""
+    what = f"{trials} trials need" if trials else "its tables and first trials need"
+    return DiskFullError(
+        f"disk full: the study storage {path or spec.public_url} cannot grow; {what} about "
+        f"{format_bytes(needed)}{have}: free space (or raise the file-size limit) and run again to resume",
+        path=path, needed=needed, free=room,
+    )
+
+
+@contextlib.contextmanager
+def disk_full_as_error(spec: "StorageSpec", trials: int):
+    """Turn a full disk under the study storage (SQLite, journal) into :class:`DiskFullError`."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        if spec.file is None or not _disk_full_cause(e, spec.file):
+            raise
+        raise storage_full_error(spec, trials) from e
 
 
 def storage_spec(url: str | None, out: str | Path, workers: int = 1, heartbeat: int = 10) -> StorageSpec:
@@ -204,19 +292,99 @@ def open_study(spec: StorageSpec, name: str, sampler=None, fingerprint: str | No
     return study
 
 
-def recover_orphans(study) -> int:
-    """Fail trials left RUNNING by a killed single-host run and re-queue them; return how many.
+#: Seconds a RUNNING trial may go without its owner recorded, while other live workers share the study,
+#: before it counts as orphaned (a live worker records itself as soon as Optuna has created the trial)
+UNCLAIMED_GRACE_S = 30.0
+_REGISTERED = "worker@"
 
-    Only for SQLite and journal storage, where no other process may be running the study.
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, from /proc), or None where unknown.
+
+    A zombie (killed, not yet reaped) counts as gone: it yields ``"zombie"``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return "zombie" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _me() -> str:
+    """``host:start:pid`` of this process (pid reuse told apart by the start time)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{_proc_start(pid) or '-'}:{pid}"
+
+
+def worker_tag(number: int) -> str:
+    """``trial@host:start:pid``: the process that runs trial ``number`` (recorded as its ``worker`` attribute)."""
+    return f"{number}@{_me()}"
+
+
+def register_worker(study) -> None:
+    """Record this process as a worker of ``study`` (before it starts trials there)."""
+    key = _REGISTERED + _me()
+    if key not in study.user_attrs:
+        study.set_user_attr(key, True)
+
+
+def _alive(who: str) -> bool:
+    """Whether the process ``host:start:pid`` still runs (on another host: assumed so)."""
+    host, start, pid = who.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = _proc_start(int(pid))
+    return now != "zombie" and (start == "-" or now is None or now == start)
+
+
+def _others_alive(study) -> bool:
+    """Whether another registered worker of ``study`` may still run."""
+    me = _REGISTERED + _me()
+    return any(_alive(k[len(_REGISTERED):]) for k in study.user_attrs if k.startswith(_REGISTERED) and k != me)
+
+
+def _orphaned(trial, now, others_alive: bool) -> bool:
+    """Whether a RUNNING trial's worker is dead: its recorded owner is gone, or it recorded none and
+    no other worker lives (or it has gone without one for :data:`UNCLAIMED_GRACE_S`)."""
+    tag = trial.user_attrs.get("worker")
+    if isinstance(tag, str) and tag.split("@", 1)[0] == str(trial.number):
+        return not _alive(tag.split("@", 1)[1])
+    # no owner (or one inherited by a retry): killed between Optuna's ask and the claim, or still starting
+    start = trial.datetime_start
+    return not others_alive or (start is not None and (now - start).total_seconds() > UNCLAIMED_GRACE_S)
+
+
+def recover_orphans(study) -> int:
+    """Fail the RUNNING trials whose worker process is dead and re-queue them; return how many.
+
+    For SQLite and journal storage (PostgreSQL has heartbeats), called while this process runs no
+    trial: a trial's owner is the :func:`worker_tag` it records when it starts; a live worker's
+    trial, here or on another host, is left alone.
     """
+    from datetime import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    retry = _retry()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            retry(study, study._storage.get_trial(t._trial_id))
-            n += 1
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return 0
+    retry, n, now, others = _retry(), 0, datetime.now(), _others_alive(study)  # workers read after trials
+    for t in running:
+        if not _orphaned(t, now, others):
+            continue
+        try:
+            failed = study.tell(t.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            continue  # finished meanwhile (by its worker, or failed and re-queued by another process)
+        retry(study, failed)
+        n += 1
     if n:
         log.warning("study %s: %d trials of a killed run were re-queued", study.study_name, n)
     return n
@@ -249,37 +417,88 @@ def counts(study) -> Counts:
     )
 
 
-def run_study(study, objective: Callable, n_trials: int, on_trial: Callable | None = None, poll: float = 0.2) -> None:
+def trial_seed(seed: int, complete: int) -> int:
+    """The sampler seed of the trial that follows ``complete`` finished trials.
+
+    A study's sampler is made afresh before each trial with this seed, so a study resumed after a
+    kill samples exactly what an uninterrupted run would have (trials failed by the kill and their
+    retries aside, the history the sampler sees is the same).
+    """
+    return int(np.random.SeedSequence([seed, complete]).generate_state(1)[0])
+
+
+def _lost(study, number: int | None) -> bool:
+    """Whether trial ``number`` was failed by another process (as orphaned) while this one ran it."""
+    from optuna.trial import TrialState
+
+    if number is None:
+        return False
+    found = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == number]
+    return bool(found)
+
+
+def run_study(
+    study,
+    objective: Callable,
+    n_trials: int,
+    on_trial: Callable | None = None,
+    poll: float = 0.2,
+    sampler_for: Callable[[int], object] | None = None,
+    orphans: bool = False,
+) -> None:
     """Work on ``study`` until it holds ``n_trials`` complete trials and none is in flight.
 
     Safe with many processes on one study: a worker starts a trial only while complete + running
     trials fall short of the target or a (retried) trial waits; then it waits for the others'
-    trials, so a crashed worker's trial, failed by the heartbeat and re-queued, is still run.
+    trials, so a crashed worker's trial, failed by the heartbeat (or with ``orphans``, for SQLite
+    and journal storage, by :func:`recover_orphans`) and re-queued, is still run. Each trial records
+    its :func:`worker_tag`; a trial failed under this worker by another process is left to its retry.
+    ``sampler_for(complete)``: the sampler for the next trial (see :func:`trial_seed`).
     """
     from optuna.storages import fail_stale_trials
 
-    tag = f"{socket.gethostname()}:{os.getpid()}"
+    if orphans:
+        register_worker(study)
+    current: dict = {}
 
     def wrapped(trial):
-        trial.set_user_attr("worker", tag)
-        return objective(trial)
+        current["number"] = trial.number
+        trial.set_user_attr("worker", worker_tag(trial.number))
+        try:
+            return objective(trial)
+        except Exception as e:
+            current["error"] = e
+            raise
 
-    def stop_when_full(study, trial):
+    def next_trial(study, trial):
         if on_trial is not None:
             on_trial(trial)
         c = counts(study)
         if c.complete + c.running >= n_trials and not c.waiting:
             study.stop()
+        elif sampler_for is not None:
+            study.sampler = sampler_for(c.complete)
 
     while True:
         with _Quiet():
             fail_stale_trials(study)
         c = counts(study)
         if c.waiting or c.complete + c.running < n_trials:
-            study.optimize(wrapped, callbacks=[stop_when_full], gc_after_trial=False)
+            if sampler_for is not None:
+                study.sampler = sampler_for(c.complete)
+            current.clear()
+            try:
+                study.optimize(wrapped, callbacks=[next_trial], gc_after_trial=False)
+            except Exception as e:
+                if e is current.get("error") or not _lost(study, current.get("number")):
+                    raise
+                log.warning("study %s: trial %d was failed and re-queued by another process; moving on",
+                            study.study_name, current["number"])
             continue
         if not c.running:
             return
+        if orphans:
+            recover_orphans(study)
         time.sleep(poll)
 
 
@@ -291,27 +510,3 @@ def best_trial(study):
     if not done:
         raise ConfigError(f"study {study.study_name} has no complete trial")
     return max(done, key=lambda t: (t.value, -t.number))
-
-
-def suggest_blend(trial, names: Sequence[str], has_mean: bool, normalise: bool | None) -> tuple[np.ndarray, bool]:
-    """Sample ``[w.., m]`` in [0, 1] and the normalisation switch (searched when ``normalise`` is None)."""
-    c = [trial.suggest_float(f"w[{n}]", 0.0, 1.0) for n in names]
-    c.append(trial.suggest_float("mean", 0.0, 1.0) if has_mean else 0.0)
-    norm = trial.suggest_categorical("normalise", [True, False]) if normalise is None else normalise
-    return np.asarray(c), bool(norm)
-
-
-def blend_trial_params(names: Sequence[str], c: np.ndarray, norm: bool, has_mean: bool, normalise: bool | None) -> dict:
-    """The Optuna params that :func:`suggest_blend` would return ``(c, norm)`` from (for enqueueing)."""
-    params: dict = {f"w[{n}]": float(c[j]) for j, n in enumerate(names)}
-    if has_mean:
-        params["mean"] = float(c[len(names)])
-    if normalise is None:
-        params["normalise"] = bool(norm)
-    return params
-
-
-def decode(params: dict, names: Sequence[str], has_mean: bool, normalise: bool | None) -> tuple[np.ndarray, bool]:
-    """Inverse of :func:`blend_trial_params`."""
-    c = [params[f"w[{n}]"] for n in names] + [params.get("mean", 0.0) if has_mean else 0.0]
-    return np.asarray(c, np.float64), bool(params["normalise"]) if normalise is None else normalise

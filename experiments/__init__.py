@@ -1,10 +1,9 @@
 """Offline leaderboard simulation, the experiment record, and reports.
 
-The leaderboard function is ``experiments.leaderboard.leaderboard`` (the module of the same name is
-the CLI, so the package does not re-export the function under that name).
+The leaderboard function is ``experiments.leaderboard.leaderboard`` (a subpackage of the same name,
+so this package does not re-export the function under that name).
 """
 
-from .board import LeaderboardResult
 from .entries import (
     Entry,
     entry_from_arrays,
@@ -14,6 +13,7 @@ from .entries import (
     find_entries,
     load_entries,
 )
+from .leaderboard import LeaderboardResult
 
 __all__ = [
     "Entry",

@@ -1,53 +1,43 @@
-"""PNG plots of a leaderboard simulation: intervals, public vs private, rank distribution, histogram."""
+"""Figures of a leaderboard simulation: intervals, public vs private, rank distribution, histogram.
+
+Each function returns a matplotlib ``Figure`` built without pyplot (:func:`promptblend.figures.new_figure`);
+the caller saves it (:func:`promptblend.figures.save_figure`) or embeds it in a page.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from promptblend.figures import new_figure
+
 from .simulate import Simulation
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_SCATTER = 6
 MAX_LABEL = 38
 MAX_GAPS = 8
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _label(name: str) -> str:
     return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "…"
 
 
-def _save(fig, path: Path) -> Path:
-    from promptblend.atomic import atomic_path
-
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    _plt().close(fig)
-    return path
-
-
-def plot_intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict | None], path: Path) -> Path:
+def intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict | None]) -> Figure:
     """Left: each entry's score, bootstrap interval and private-board range (plus best.json's
     in-sample / out-of-fold scores for tuned blends). Right: the runners-up's paired difference to
     the leader, zoomed so that small gaps and their intervals stay visible."""
-    plt = _plt()
     e = len(order)
     idx = np.asarray(order)
     height = max(3.0, 0.42 * e + 1.6)
+    fig = new_figure(13 if e > 1 else 9, height)
     if e > 1:
-        fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [3, 2]})
+        ax, dx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     else:
-        fig, ax = plt.subplots(figsize=(9, height))
+        ax = fig.subplots()
     lo, hi = sim.ci()
     plo, phi = sim.board_range("private")
     y = np.arange(e)[::-1]
@@ -72,10 +62,12 @@ def plot_intervals(sim: Simulation, order: Sequence[int], tuning: Sequence[dict 
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, below), ncol=3, fontsize=8, frameon=False)
     if e > 1:
         _plot_gaps(dx, sim, idx, pct)
-    return _save(fig, path)
+    return fig
 
 
 def _plot_gaps(ax, sim: Simulation, idx: np.ndarray, pct: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     lead, rest = idx[0], idx[1 : MAX_GAPS + 1]
     a = (1 - sim.level) / 2
     boot = sim.boot[:, rest] - sim.boot[:, [lead]]
@@ -89,17 +81,17 @@ def _plot_gaps(ax, sim: Simulation, idx: np.ndarray, pct: int) -> None:
     ax.axvline(0, color="tab:red", lw=1, ls="--")
     ax.set_yticks(y, [_label(sim.names[i]) for i in rest])
     ax.yaxis.tick_right()
-    ax.xaxis.set_major_locator(_plt().MaxNLocator(5))
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel(f"score minus the leader's\n({_label(sim.names[lead])})")
     more = f", first {len(rest)}" if len(idx) - 1 > len(rest) else ""
     ax.set_title(f"Gap to the leader, paired {pct}% intervals{more}")
     ax.grid(axis="x", alpha=0.3)
 
 
-def plot_public_private(sim: Simulation, order: Sequence[int], path: Path) -> Path:
+def public_private(sim: Simulation, order: Sequence[int]) -> Figure:
     """Public vs private score over the simulated splits for the top entries."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 6.5))
+    fig = new_figure(7, 6.5)
+    ax = fig.subplots()
     top = list(order)[:MAX_SCATTER]
     for i in top:
         ax.scatter(sim.public[:, i], sim.private[:, i], s=6, alpha=0.35, label=_label(sim.names[i]))
@@ -114,15 +106,15 @@ def plot_public_private(sim: Simulation, order: Sequence[int], path: Path) -> Pa
     leg = ax.legend(fontsize=8, markerscale=3, loc="upper left")
     for h in leg.legend_handles:
         h.set_alpha(1)
-    return _save(fig, path)
+    return fig
 
 
-def plot_ranks(sim: Simulation, order: Sequence[int], path: Path) -> Path:
+def ranks(sim: Simulation, order: Sequence[int]) -> Figure:
     """Heatmap of each entry's rank distribution on the private board."""
-    plt = _plt()
     e = len(order)
     dist = sim.rank_distribution("private")[np.asarray(order)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.32 * e + 3.5), max(2.8, 0.38 * e + 1.6)))
+    fig = new_figure(max(6, 0.32 * e + 3.5), max(2.8, 0.38 * e + 1.6))
+    ax = fig.subplots()
     im = ax.imshow(dist, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_yticks(range(e), [_label(sim.names[i]) for i in order])
     step = max(1, e // 20)
@@ -136,13 +128,13 @@ def plot_ranks(sim: Simulation, order: Sequence[int], path: Path) -> Path:
                     ax.text(c, r, f"{dist[r, c]:.2f}", ha="center", va="center", fontsize=8,
                             color="white" if dist[r, c] > 0.55 else "black")
     fig.colorbar(im, ax=ax, label="fraction of splits", fraction=0.04, pad=0.02)
-    return _save(fig, path)
+    return fig
 
 
-def plot_histogram(scores: np.ndarray, name: str, path: Path) -> Path:
+def histogram(scores: np.ndarray, name: str) -> Figure:
     """Histogram of the best entry's per-image cosine scores."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig = new_figure(7.5, 4.5)
+    ax = fig.subplots()
     bins = int(np.clip(np.sqrt(scores.size), 10, 60))
     ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, edgecolor="white")
     m, med = float(scores.mean()), float(np.median(scores))
@@ -153,4 +145,4 @@ def plot_histogram(scores: np.ndarray, name: str, path: Path) -> Path:
     ax.set_title(f"Per-image scores of the best entry: {_label(name)} ({scores.size} images)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return fig

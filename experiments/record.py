@@ -2,7 +2,9 @@
 
 Safe for concurrent writers: WAL journal, a busy timeout, and each write in one
 ``BEGIN IMMEDIATE`` transaction (writers queue instead of failing with "database is locked").
-``python -m experiments.record [--db FILE] [--image-set KEY]`` lists the history.
+``python -m experiments.record [--db FILE] [--image-set KEY] [--html OUT]`` lists the history, or
+renders the whole record (every image set's best per day, every entry, every session) as one
+self-contained HTML page.
 """
 
 from __future__ import annotations
@@ -194,9 +196,17 @@ def sessions(path: str | Path | None = None) -> list[dict]:
         con.close()
 
 
+def write_html(path: str | Path, db: str | Path | None = None, image_set: str | None = None) -> Path:
+    """Render the record (or one image set of it) as one self-contained HTML page at ``path``."""
+    from .pages import record_page
+
+    runs = [s for s in sessions(db) if image_set is None or s["image_set"] == image_set]
+    return record_page(history(db, image_set), runs, str(db or default_path())).write(path)
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print the recorded history, best entry per image set marked with *."""
+    """CLI: print the recorded history (best entry per image set marked with *) or write it as HTML."""
     from rich.table import Table
 
     from .report import make_console
@@ -204,9 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.record", description=__doc__.splitlines()[0])
     ap.add_argument("--db", default=None, help=f"record file (default {default_path()})")
     ap.add_argument("--image-set", default=None, help="only this image-set key")
+    ap.add_argument("--html", default=None, metavar="OUT",
+                    help="write the record as one HTML page to OUT (a folder: OUT/record.html)")
     args = ap.parse_args(argv)
     if args.db and not Path(args.db).is_file():
         raise ConfigError(f"record not found: {args.db}")
+    if args.html:
+        out = Path(args.html)
+        out = out / "record.html" if out.is_dir() else out
+        print(f"wrote {write_html(out, args.db, args.image_set)}")
+        return 0
     rows = history(args.db, args.image_set)
     table = Table(title=f"experiment record: {len(rows)} entries")
     for col in ("", "image set", "entry", "kind", "predictor", "score", "in-sample", "OOF", "seen", "last seen"):

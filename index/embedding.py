@@ -103,33 +103,31 @@ def embed_in_shards(
     if backend not in EMBED_BACKENDS:
         raise ConfigError(f"unknown embedding backend '{backend}'; use one of {', '.join(EMBED_BACKENDS)}")
     shard_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=count, desc=desc, unit="prompt", smoothing=0.05)
     stats = {"shards_reused": 0, "shards_computed": 0}
+    with tqdm(total=count, desc=desc, unit="prompt", smoothing=0.05) as bar:  # closed on errors too
+        def store(at: int, emb: np.ndarray, path: Path) -> None:
+            atomic.save_npy(path, emb)
+            out[at : at + len(emb)] = emb
+            stats["shards_computed"] += 1
+            bar.update(len(emb))
 
-    def store(at: int, emb: np.ndarray, path: Path) -> None:
-        atomic.save_npy(path, emb)
-        out[at : at + len(emb)] = emb
-        stats["shards_computed"] += 1
-        bar.update(len(emb))
-
-    pool = _RayPool(model, store, ray_address) if backend == "ray" else None
-    start = 0
-    for chunk in _chunks(lines(), shard_size):
-        if start + len(chunk) > count:
-            raise ConfigError(f"{desc}: more than the expected {count} lines")
-        path = shard_dir / f"{shard_address(model, chunk)}.npy"
-        if path.is_file():
-            out[start : start + len(chunk)] = atomic.load_npy(path)
-            stats["shards_reused"] += 1
-            bar.update(len(chunk))
-        elif pool is None:
-            store(start, embed_texts(model, chunk), path)
-        else:
-            pool.submit(start, chunk, path)
-        start += len(chunk)
-    if pool is not None:
-        pool.drain()
-    bar.close()
+        pool = _RayPool(model, store, ray_address) if backend == "ray" else None
+        start = 0
+        for chunk in _chunks(lines(), shard_size):
+            if start + len(chunk) > count:
+                raise ConfigError(f"{desc}: more than the expected {count} lines")
+            path = shard_dir / f"{shard_address(model, chunk)}.npy"
+            if path.is_file():
+                out[start : start + len(chunk)] = atomic.load_npy(path)
+                stats["shards_reused"] += 1
+                bar.update(len(chunk))
+            elif pool is None:
+                store(start, embed_texts(model, chunk), path)
+            else:
+                pool.submit(start, chunk, path)
+            start += len(chunk)
+        if pool is not None:
+            pool.drain()
     if start != count:
         raise ConfigError(f"{desc}: expected {count} lines, read {start}")
     return stats

@@ -141,11 +141,12 @@ def tune_search(index, choice: IndexChoice, keys: np.ndarray, target: float = 0.
             "margin": margin, "k": k, "queries": len(queries), "curve": curve}
 
 
-def write_index(index, path) -> None:
-    """Write a FAISS index atomically."""
+def write_index(index, path, needed: int | None = None) -> None:
+    """Write a FAISS index atomically, through Python's file writes so a full disk is a named
+    :class:`~promptblend.errors.DiskFullError` (``needed``: expected bytes, checked first)."""
     import faiss
 
     from promptblend import atomic
 
-    with atomic.atomic_path(path, ".faiss") as tmp:
-        faiss.write_index(index, str(tmp))
+    with atomic.atomic_path(path, ".faiss", needed=needed) as tmp, open(tmp, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))

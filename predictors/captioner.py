@@ -18,7 +18,7 @@ from typing import Any
 from promptblend.device import resolve_device
 from promptblend.errors import ModelNotFoundError
 
-from .base import Prediction, Predictor
+from .base import Prediction, Predictor, path_digests
 from .blip import TINY_BLIP, tiny_blip
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,11 @@ class CaptionModel:
 
     def pixels(self, image) -> Any:
         """One RGB image -> ``pixel_values`` (3, H, W) float32 (cheap; runs in DataLoader workers)."""
-        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+        return self.transform()(image)
+
+    def transform(self) -> ImagePixels:
+        """The image processor alone, as a picklable image -> pixel values step (no model)."""
+        return ImagePixels(self.processor.image_processor)
 
     def generate(
         self,
@@ -77,16 +81,26 @@ def strip_query(text: str, query: str | None) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=2)
 def load_caption_model(name_or_path: str, device: str | None = None, seed: int = 0) -> CaptionModel:
-    """Load (once per process) an image-to-text model by hub id or local folder; ``pb-tiny-blip`` is built.
+    """Load (once per process and content) an image-to-text model by hub id or local folder;
+    ``pb-tiny-blip`` is built.
 
-    Missing local paths and hub ids that cannot be resolved offline raise :class:`ModelNotFoundError`.
-    On CUDA the weights are float16.
+    A local folder is digested, so new weights saved into it load again. Missing local paths and
+    hub ids that cannot be resolved offline raise :class:`ModelNotFoundError`. On CUDA the weights
+    are float16.
     """
+    from promptblend.digest import path_digest
+
+    path = Path(name_or_path).expanduser()
+    content = path_digest(path) if name_or_path != TINY_BLIP and path.exists() else None
+    return _load_caption_model(name_or_path, resolve_device(device), seed, content)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_caption_model(name_or_path: str, device: str, seed: int, content: str | None) -> CaptionModel:
+    """:func:`load_caption_model`, memoised by name, device, seed and the local folder's digest ``content``."""
     import torch
 
-    device = resolve_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     if name_or_path == TINY_BLIP:
         model, processor = tiny_blip(seed)
@@ -104,6 +118,60 @@ def load_caption_model(name_or_path: str, device: str | None = None, seed: int =
             raise ModelNotFoundError(f"cannot load caption model '{name_or_path}' (offline or missing): {first_line}") from e
     model = model.to(device=device, dtype=dtype).eval()
     return CaptionModel(model, processor, name_or_path, device)
+
+
+class ImagePixels:
+    """Image -> ``pixel_values`` (3, H, W) with a transformers image processor alone: what DataLoader
+    workers get instead of the caption model (picklable, no weights)."""
+
+    def __init__(self, image_processor: Any) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, image) -> Any:
+        return self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+
+
+class ModelCaptions:
+    """A caption source: an image-to-text model (:func:`load_caption_model`) with its generation settings.
+
+    Used by :class:`Captioner` and, as its default :class:`~predictors.interrogator.CaptionSource`,
+    by the clip-interrogator predictor.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        query: str | None = None,
+        num_beams: int = 1,
+        max_new_tokens: int = 32,
+        min_new_tokens: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.name, self.query, self.seed = model, query, seed
+        self.num_beams, self.max_new_tokens, self.min_new_tokens = num_beams, max_new_tokens, min_new_tokens
+        self.model: CaptionModel | None = None
+
+    def setup(self, clip: Any = None, device: str | None = None) -> None:
+        """Load the model (``clip`` is unused: the captions come from pixels)."""
+        self.model = load_caption_model(self.name, device, self.seed)
+
+    def transform(self) -> ImagePixels:
+        """Image -> the model's pixel values (light and picklable)."""
+        return self.model.transform()
+
+    def collate(self, items: list[Any]) -> Any:
+        """Stack pixel values."""
+        import torch
+
+        return torch.stack(items)
+
+    def captions(self, batch: Any, features: Any = None) -> list[str]:
+        """Captions of stacked pixel values with the configured query and generation settings."""
+        return self.model.generate(batch, self.query, self.num_beams, self.max_new_tokens, self.min_new_tokens)
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """Digest of the model folder when it is a local one."""
+        return path_digests({"caption_model": self.name})
 
 
 class Captioner(Predictor):
@@ -124,31 +192,30 @@ class Captioner(Predictor):
             model=model, query=query, num_beams=num_beams, max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens, seed=seed,
         )
-        self.captioner: CaptionModel | None = None
+        self.source = ModelCaptions(model, query, num_beams, max_new_tokens, min_new_tokens, seed)
 
     def setup(self) -> None:
         """Load the caption model and the scoring text encoder."""
         from promptblend.text import load_text_model
 
-        self.captioner = load_caption_model(self.params["model"], self.device, self.params["seed"])
+        self.source.setup(None, self.device)
         load_text_model()
+
+    def transform(self) -> ImagePixels:
+        """Image -> the caption model's pixel values: the image processor alone, never the model."""
+        return self.source.transform()
 
     def preprocess(self, image) -> Any:
         """Image -> the caption model's pixel values."""
-        return self.captioner.pixels(image)
+        return self.transform()(image)
 
     def collate(self, items: list[Any]) -> Any:
         """Stack pixel values."""
-        import torch
-
-        return torch.stack(items)
+        return self.source.collate(items)
 
     def caption(self, pixel_values) -> list[str]:
         """Captions of a stacked batch with the configured query and generation settings."""
-        p = self.params
-        return self.captioner.generate(
-            pixel_values, p["query"], p["num_beams"], p["max_new_tokens"], p["min_new_tokens"]
-        )
+        return self.source.captions(pixel_values)
 
     def predict_batch(self, batch: Any) -> Prediction:
         """Caption, then embed the captions."""

@@ -4,11 +4,16 @@ Modes as in the ``clip-interrogator`` package: ``fast`` (caption + the top phras
 ``classic`` (caption, medium, artist, trending, movement, top flavours) and ``best`` (a greedy
 flavour chain from the caption, then the best of caption / classic / fast / chain by CLIP
 similarity). The prompt is embedded with MiniLM. Label embeddings are cached per CLIP model.
+
+Where the phrases and the caption come from are objects passed in: a :class:`LabelSource`
+(default: the package's banks, :class:`PackageLabels`) and a :class:`CaptionSource` (default: the
+``caption_model`` image-to-text model, :class:`ModelCaptions`). Deliberate differences from the
+package are listed in ``tests/predictors/test_parity_interrogator.py``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -16,15 +21,51 @@ from promptblend.clip import ClipBundle, embed_images, load_clip
 from promptblend.errors import ConfigError
 
 from .base import Prediction, Predictor
-from .captioner import CaptionModel, load_caption_model
+from .captioner import ModelCaptions
 from .interrogator_labels import (
     LabelBanks,
+    LabelSource,
+    PackageLabels,
     embed_short_texts,
     embed_tokens,
     short_context_ok,
 )
 
 MODES = ("fast", "classic", "best")
+
+
+class PairTransform:
+    """Image -> (CLIP pixels, caption input): two light, picklable transforms (the second may be None)."""
+
+    def __init__(self, clip: Callable[[Any], Any], caption: Callable[[Any], Any] | None) -> None:
+        self.clip, self.caption = clip, caption
+
+    def __call__(self, image: Any) -> tuple[Any, Any]:
+        return self.clip(image), None if self.caption is None else self.caption(image)
+
+
+class CaptionSource(Protocol):
+    """Where the interrogator's captions come from: a model over pixels, or phrases ranked by CLIP."""
+
+    def setup(self, clip: ClipBundle, device: str | None) -> None:
+        """Load what it needs, given the interrogator's loaded CLIP; called once."""
+        ...
+
+    def transform(self) -> Callable[[Any], Any] | None:
+        """A light, picklable image -> input step for DataLoader workers; None when pixels are unused."""
+        ...
+
+    def collate(self, items: list[Any]) -> Any:
+        """Inputs -> a batch."""
+        ...
+
+    def captions(self, batch: Any, features: Any) -> list[str]:
+        """One caption per image of ``batch``, whose CLIP image features (B, D) are ``features``."""
+        ...
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """Content identity of what it reads by path (model folders, phrase lists), for run cache keys."""
+        ...
 
 
 class ChainTokenizer:
@@ -67,15 +108,21 @@ class ChainTokenizer:
 
 
 class Interrogator(Predictor):
-    """CLIP Interrogator over batches: CLIP + BLIP in the main process, preprocessing in workers."""
+    """CLIP Interrogator over batches: CLIP + the caption source in the main process, preprocessing in workers.
+
+    ``label_source`` and ``caption_source`` replace the package's banks and the ``caption_model``
+    captioner (the ``caption_*`` and ``label_limit`` settings then do not apply).
+    """
 
     produces_text = True
+    #: The label cache is an output folder, and the caption model is keyed by its source.
+    unhashed_paths = ("label_cache", "caption_model")
 
     def __init__(
         self,
         clip_model: str = "ViT-H-14",
         clip_pretrained: str | None = "laion2b_s32b_b79k",
-        caption_model: str = "Salesforce/blip-image-captioning-large",
+        caption_model: str | None = "Salesforce/blip-image-captioning-large",
         caption_max_length: int = 32,
         caption_num_beams: int = 1,
         mode: str = "best",
@@ -86,57 +133,72 @@ class Interrogator(Predictor):
         label_limit: int | None = None,
         label_cache: str | None = None,
         seed: int = 0,
+        *,
+        label_source: LabelSource | None = None,
+        caption_source: CaptionSource | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"clip-interrogator mode must be one of {', '.join(MODES)}, got '{mode}'")
+        if caption_source is None and not caption_model:
+            raise ConfigError("clip-interrogator needs caption_model=NAME|DIR (or a caption source passed in)")
         super().__init__(
             clip_model=clip_model, clip_pretrained=clip_pretrained, caption_model=caption_model,
             caption_max_length=caption_max_length, caption_num_beams=caption_num_beams, mode=mode,
             max_flavors=max_flavors, min_flavors=min_flavors, flavor_intermediate_count=flavor_intermediate_count,
             chunk_size=chunk_size, label_limit=label_limit, label_cache=label_cache, seed=seed,
         )
+        self.label_source = label_source or PackageLabels(label_limit)
+        self.caption_source = caption_source or ModelCaptions(
+            caption_model, num_beams=caption_num_beams, max_new_tokens=caption_max_length, seed=seed
+        )
         self.clip: ClipBundle | None = None
-        self.captioner: CaptionModel | None = None
         self.banks: LabelBanks | None = None
         self.chain_tokenizer: ChainTokenizer | None = None
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """Local CLIP weights by content, plus what the label and caption sources read."""
+        return {**super().cache_inputs(), **self.label_source.cache_inputs(), **self.caption_source.cache_inputs()}
 
     # ------------------------------------------------------------ setup / batching
 
     def setup(self) -> None:
-        """Load CLIP (seeded when random), BLIP, the label embeddings (cached) and MiniLM."""
+        """Load CLIP (seeded when random), the caption source, the label embeddings (cached) and MiniLM."""
         import torch
 
         from promptblend.text import load_text_model
 
         p = self.params
-        self.captioner = load_caption_model(p["caption_model"], self.device, p["seed"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p["seed"])
             self.clip = load_clip(p["clip_model"], p["clip_pretrained"], self.device)
-        self.banks = LabelBanks.build(self.clip, p["label_limit"], p["label_cache"])
+        self.caption_source.setup(self.clip, self.device)
+        self.banks = LabelBanks.build(self.clip, self.label_source, p["label_cache"])
         self.chain_tokenizer = ChainTokenizer(self.clip.tokenizer)
         load_text_model()
 
+    def transform(self) -> PairTransform:
+        """CLIP's image transform and the caption source's, without any model (what workers get)."""
+        return PairTransform(self.clip.preprocess, self.caption_source.transform())
+
     def preprocess(self, image) -> Any:
-        """Image -> (CLIP pixels, BLIP pixels)."""
-        return self.clip.preprocess(image), self.captioner.pixels(image)
+        """Image -> (CLIP pixels, the caption source's input)."""
+        return self.transform()(image)
 
     def collate(self, items: list[Any]) -> Any:
-        """Stack both pixel tensors."""
+        """Stack the CLIP pixels; the caption source collates its inputs."""
         import torch
 
-        return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+        return torch.stack([a for a, _ in items]), self.caption_source.collate([b for _, b in items])
 
     def predict_batch(self, batch: Any) -> Prediction:
-        """Caption, embed, pick phrases, then embed the prompts with MiniLM."""
+        """Embed, caption, pick phrases, then embed the prompts with MiniLM."""
         import torch
 
         from promptblend.text import encode
 
-        clip_pixels, blip_pixels = batch
-        p = self.params
-        captions = self.captioner.generate(blip_pixels, None, p["caption_num_beams"], p["caption_max_length"])
+        clip_pixels, caption_inputs = batch
         feats = torch.from_numpy(embed_images(self.clip, clip_pixels)).to(self.clip.device)
+        captions = self.caption_source.captions(caption_inputs, feats)
         prompts = self.interrogate(feats, captions)
         return Prediction(encode(prompts, show_progress=False), prompts)
 

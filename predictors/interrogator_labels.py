@@ -1,9 +1,10 @@
-"""CLIP Interrogator label banks: the phrases, their CLIP text embeddings cached on disk, chunked top-k.
+"""CLIP Interrogator label banks: where the phrases come from, their CLIP text embeddings cached on
+disk, chunked top-k.
 
-The banks are built as the ``clip-interrogator`` package builds them from its data files: flavors,
-mediums, movements as listed; artists as "by X" and "inspired by X"; trendings from a list of sites.
-Text embeddings are computed once per CLIP model and stored (float16, atomically) under
-``promptblend.runs.cache_dir()/clip-labels/<model key>/``.
+A :class:`LabelSource` gives each bank's phrases; the default, :class:`PackageLabels`, builds them as
+the ``clip-interrogator`` package does from its data files: flavors, mediums, movements as listed;
+artists as "by X" and "inspired by X"; trendings from a list of sites. Text embeddings are computed
+once per CLIP model and stored (float16, atomically) under ``promptblend.cache.cache_dir()/clip-labels/<model key>/``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,6 +60,34 @@ def load_bank(name: str, limit: int | None = None) -> list[str]:
         return [f"by {a}" for a in items] + [f"inspired by {a}" for a in items]
     return items
 
+
+class LabelSource(Protocol):
+    """Where an interrogator's phrase banks come from (the package's data files, an application's own lists)."""
+
+    def phrases(self, bank: str) -> list[str]:
+        """The phrases of ``bank`` (one of :data:`BANKS`, or a name the source's user asks for)."""
+        ...
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """Content identity of the phrases, for run cache keys."""
+        ...
+
+
+class PackageLabels:
+    """The ``clip-interrogator`` package's banks (first ``limit`` source lines of each when given)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+
+    def phrases(self, bank: str) -> list[str]:
+        """:func:`load_bank` of ``bank``."""
+        return load_bank(bank, self.limit)
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """Digest of the package's data folder (a new package release with other lists is a new run)."""
+        from promptblend.digest import folder_digest
+
+        return {"package_labels": folder_digest(data_dir())[:16]}
 
 
 def label_embeddings(
@@ -126,12 +156,14 @@ class LabelBanks:
     spans: dict[str, tuple[int, int]]
 
     @classmethod
-    def build(cls, bundle: ClipBundle, limit: int | None = None, cache: str | Path | None = None) -> "LabelBanks":
-        """Load every bank's phrases and cached embeddings for ``bundle``."""
+    def build(
+        cls, bundle: ClipBundle, source: LabelSource, cache: str | Path | None = None, banks: Sequence[str] = BANKS
+    ) -> LabelBanks:
+        """Load the phrases of ``banks`` from ``source`` and their cached embeddings for ``bundle``."""
         labels: list[str] = []
         embeds, spans = [], {}
-        for bank in BANKS:
-            phrases = load_bank(bank, limit)
+        for bank in banks:
+            phrases = source.phrases(bank)
             spans[bank] = (len(labels), len(labels) + len(phrases))
             labels.extend(phrases)
             embeds.append(label_embeddings(bundle, phrases, bank, cache))

@@ -52,6 +52,9 @@ class KnnPredictor(Predictor):
     """Nearest bank prompts of each image, averaged. ``index`` is a bank folder from ``index.build``
     whose keys were embedded by the same CLIP (``clip_model``/``clip_pretrained``)."""
 
+    #: The bank folder (index files of many GB) is keyed by its manifest, not by hashing it whole.
+    unhashed_paths = ("index",)
+
     def __init__(self, index: str | None = None, clip_model: str = "ViT-H-14",
                  clip_pretrained: str | None = "laion2b_s32b_b79k", k: int = 10, temperature: float = 0.05,
                  device: str | None = None) -> None:
@@ -65,12 +68,16 @@ class KnnPredictor(Predictor):
         self.clip_model, self.clip_pretrained, self.device = clip_model, clip_pretrained, device
 
     def cache_inputs(self) -> dict[str, Any]:
-        """The bank is named by path only: key runs by its manifest, so a rebuilt bank is a new run."""
+        """Local CLIP weights by content (see :meth:`Predictor.cache_inputs`) and the bank by its
+        manifest, so new weights or a rebuilt bank make a new run."""
         import hashlib
         from pathlib import Path
 
+        inputs = super().cache_inputs()
         manifest = Path(self.index or "", "manifest.json")
-        return {"bank": hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]} if manifest.is_file() else {}
+        if manifest.is_file():
+            inputs["bank"] = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        return inputs
 
     def setup(self) -> None:
         """Open the bank, check its key model, load CLIP."""
@@ -85,7 +92,11 @@ class KnnPredictor(Predictor):
 
     def preprocess(self, image):
         """RGB image -> CLIP pixel tensor (3, H, W)."""
-        return clip_image_transform(self.clip_model, self.clip_pretrained)(image)
+        return self.transform()(image)
+
+    def transform(self):
+        """The CLIP image transform alone (light, picklable): what DataLoader workers get."""
+        return clip_image_transform(self.clip_model, self.clip_pretrained)
 
     def collate(self, items: list) -> Any:
         """Stack pixel tensors."""

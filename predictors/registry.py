@@ -27,7 +27,8 @@ def _load_builtin() -> None:
 
 
 def add_predictor_config(name: str, config: dict) -> None:
-    """Register (or replace) an entry: ``{"class": "module:Class", "params": {...}}``."""
+    """Register (or replace) an entry: ``{"class": "module:Class", "params": {...}}``; ``Class`` may also be
+    a function returning a :class:`Predictor` (an application passing its own parts to a predictor)."""
     if "class" not in config:
         raise ConfigError(f"predictor config '{name}' needs a 'class' ('module:Class')")
     _REGISTRY[name] = {"name": name, "params": {}, **copy.deepcopy(config)}

@@ -1,6 +1,6 @@
 """Run a registered predictor over an image set into a cached, resumable run folder.
 
-``python -m predictors.run NAME --images DIR --out RUNS [--config FILE|key=value ...]``
+``python -m predictors.run NAME --images SET --out RUNS [--config FILE|key=value ...] [--backend ray]``
 """
 
 from __future__ import annotations
@@ -10,17 +10,27 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+from torch.utils.data import IterableDataset
 
 from promptblend.cli import entry_point
 from promptblend.device import resolve_device
 from promptblend.errors import AlignmentError, BadImageError, ConfigError
-from promptblend.images import ImageSet, open_image_set
+from promptblend.images import (
+    AnyImageSet,
+    ImageSet,
+    decode_image,
+    open_image_set,
+    part_index,
+)
 from promptblend.runs import Run, build_run, is_run, run_key
+from promptblend.shards import ShardSet
 
 from .base import Prediction, Predictor
 from .registry import (
@@ -33,6 +43,7 @@ from .registry import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
+BACKENDS = ("local", "ray")
 
 
 def default_workers() -> int:
@@ -111,32 +122,54 @@ class _Bad:
 
 
 class _ImageDataset:
-    """Decode + preprocess row ``i`` (runs in DataLoader workers)."""
+    """Decode + transform row ``i`` of a folder set (runs in DataLoader workers: no predictor, no model)."""
 
-    def __init__(self, image_set: ImageSet, predictor: Predictor) -> None:
-        self.image_set, self.predictor = image_set, predictor
+    def __init__(self, image_set: ImageSet, transform: Callable | None) -> None:
+        self.image_set, self.transform = image_set, transform
 
     def __len__(self) -> int:
         return len(self.image_set)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
-        if not self.predictor.reads_pixels:
-            return i, i
-        try:
-            return i, self.predictor.preprocess(self.image_set.load(i))
-        except BadImageError as e:
-            return i, _Bad(str(e.path), e.reason)
+        return _prepare(self.transform, i, partial(self.image_set.load, i))
 
 
-class _Collate:
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor
+def _prepare(transform: Callable | None, row: int, decode: Callable[[], Any]) -> tuple[int, Any]:
+    """``(row, model input)``: the row itself when no pixels are read (``transform`` None), a :class:`_Bad` on a bad image."""
+    if transform is None:
+        return row, row
+    try:
+        return row, transform(decode())
+    except BadImageError as e:
+        return row, _Bad(str(e.path), e.reason)
 
-    def __call__(self, items: list[tuple[int, Any]]) -> Any:
-        bad = next((x for _, x in items if isinstance(x, _Bad)), None)
-        if bad is not None:
-            return bad
-        return [i for i, _ in items], self.predictor.collate([x for _, x in items])
+
+class _ShardBatches(IterableDataset):
+    """Batches of a shard set from row ``start``, streamed; DataLoader worker ``w`` of ``W`` makes batches ``w, w+W, ...``
+    (every worker reads the stream, each decodes only its own batches, so the loader's round-robin keeps row order)."""
+
+    def __init__(self, image_set: ShardSet, transform: Callable | None, start: int, batch_size: int) -> None:
+        super().__init__()
+        self.image_set, self.transform, self.start, self.batch_size = image_set, transform, start, batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, Any]]]:
+        part, parts = part_index()
+        batch: list = []
+        for n, sample in enumerate(self.image_set.raw(self.start, split_workers=False)):
+            if (n // self.batch_size) % parts == part:
+                row, _, name, data, _ = sample
+                batch.append(_prepare(self.transform, row, partial(decode_image, data, name)))
+            if batch and (n + 1) % self.batch_size == 0:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _gather(items: list[tuple[int, Any]]) -> tuple[list[int], list[Any]] | _Bad:
+    """A batch's rows and inputs (the predictor collates them in the main process), or its first bad image."""
+    bad = next((x for _, x in items if isinstance(x, _Bad)), None)
+    return bad if bad is not None else ([i for i, _ in items], [x for _, x in items])
 
 
 class BatchStream:
@@ -148,7 +181,7 @@ class BatchStream:
     """
 
     def __init__(
-        self, predictor: Predictor, image_set: ImageSet, batch_size: int, workers: int, progress: bool = True
+        self, predictor: Predictor, image_set: AnyImageSet, batch_size: int, workers: int, progress: bool = True
     ) -> None:
         from tqdm.auto import tqdm
 
@@ -164,16 +197,17 @@ class BatchStream:
     def _restart(self, start: int) -> None:
         from torch.utils.data import DataLoader
 
-        n = len(self.image_set)
-        batches = [list(range(s, min(s + self.batch_size, n))) for s in range(start, n, self.batch_size)]
-        loader = DataLoader(
-            _ImageDataset(self.image_set, self.predictor),
-            batch_sampler=batches,
-            num_workers=self.workers,
-            collate_fn=_Collate(self.predictor),
-            pin_memory=resolve_device(self.predictor.device).startswith("cuda"),
-            prefetch_factor=4 if self.workers else None,
-        )
+        transform = self.predictor.transform() if self.predictor.reads_pixels else None
+        common = {"num_workers": self.workers, "collate_fn": _gather,
+                  "pin_memory": resolve_device(self.predictor.device).startswith("cuda"),
+                  "prefetch_factor": 4 if self.workers else None}
+        if isinstance(self.image_set, ShardSet):
+            data = _ShardBatches(self.image_set, transform, start, self.batch_size)
+            loader = DataLoader(data, batch_size=None, **common)
+        else:
+            n = len(self.image_set)
+            batches = [list(range(s, min(s + self.batch_size, n))) for s in range(start, n, self.batch_size)]
+            loader = DataLoader(_ImageDataset(self.image_set, transform), batch_sampler=batches, **common)
         self._iter = iter(loader)
         self._pos, self._emb, self._prompts, self._held = start, [], [], 0
 
@@ -184,9 +218,9 @@ class BatchStream:
         if isinstance(item, _Bad):
             self.close()
             raise BadImageError(item.path, item.reason)
-        rows, batch = item
+        rows, inputs = item
         with torch.inference_mode():
-            pred: Prediction = self.predictor.predict_batch(batch)
+            pred: Prediction = self.predictor.predict_batch(self.predictor.collate(inputs))
         emb = np.asarray(pred.embeddings, dtype=np.float32)
         if emb.shape[0] != len(rows):
             raise AlignmentError(f"{self.predictor.name}: predict_batch returned {emb.shape[0]} rows for {len(rows)} images")
@@ -222,7 +256,7 @@ class BatchStream:
 
 def predict_image_set(
     predictor: Predictor,
-    image_set: ImageSet,
+    image_set: AnyImageSet,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     progress: bool = True,
@@ -243,7 +277,7 @@ def predict_image_set(
 
 def run_predictor(
     name: str,
-    images: str | Path | ImageSet,
+    images: str | Path | AnyImageSet | list,
     out: str | Path,
     config: dict[str, Any] | None = None,
     *,
@@ -253,20 +287,27 @@ def run_predictor(
     device: str | None = None,
     shard_size: int = 256,
     progress: bool = True,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> Run:
-    """Run predictor ``name`` (registry entry, ``config`` overrides) over an image folder into ``out``.
+    """Run predictor ``name`` (registry entry, ``config`` overrides) over an image set into ``out``.
 
-    The cache key is the name + resolved config (+ digests of files it names, see
-    :meth:`Predictor.cache_inputs`) + image-set fingerprint: an existing run is returned
-    as is. Otherwise models are built (a missing model raises :class:`ModelNotFoundError` before any
-    shard is written), images are decoded and preprocessed in DataLoader workers, and each shard of
-    ``shard_size`` rows is written atomically, so a killed run resumes. A corrupt image raises
+    ``images`` is a folder, WebDataset shards (a folder of ``*.tar``, a brace pattern, a list, URLs; see
+    :func:`promptblend.images.open_image_set`) or an opened set. The cache key is the name + resolved
+    config (+ digests of files it names, see :meth:`Predictor.cache_inputs`) + image-set fingerprint: an
+    existing run is returned as is. Otherwise models are built (a missing model raises
+    :class:`ModelNotFoundError` before any shard is written), images are decoded and preprocessed in
+    DataLoader workers, and each shard of ``shard_size`` rows is written atomically, so a killed run
+    resumes. With ``backend="ray"`` the shards are computed by Ray actors that each build the model once
+    (one per GPU, else one per CPU) and land in the same run format. A corrupt image raises
     :class:`BadImageError` naming it (finished shards stay for the resume) unless ``skip_bad``.
     A resume with another ``shard_size`` recomputes the rows whose shard layout changed.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     overrides = dict(config or {})
     params = resolve_params(name, overrides)
-    image_set = images if isinstance(images, ImageSet) else open_image_set(images, skip_bad=skip_bad)
+    image_set = open_image_set(images, skip_bad=skip_bad)
     fingerprint = image_set.fingerprint()
     predictor = create_predictor(name, **overrides)
     if device is not None:
@@ -276,17 +317,22 @@ def run_predictor(
     extra_meta: dict[str, Any] = {"batch_size": batch_size}
     if image_set.skipped:
         extra_meta["skipped"] = [[str(p), why] for p, why in image_set.skipped]
-    stream = None
+    source = None
     if not is_run(Path(out) / run_key(name, key_config, fingerprint)):
-        t0 = time.perf_counter()
-        predictor.ensure_setup()
-        predictor.prepare(image_set)
-        extra_meta.update(setup_s=round(time.perf_counter() - t0, 3), device=_device_name(predictor))
-        log.info("%s ready in %.1f s", name, extra_meta["setup_s"])
-        stream = BatchStream(predictor, image_set, batch_size, default_workers() if workers is None else workers, progress)
+        if backend == "ray":
+            source = RayRows(name, overrides, device, image_set, batch_size, shard_size, ray_address, progress)
+            extra_meta.update(backend="ray", actors=source.actors)
+        else:
+            t0 = time.perf_counter()
+            predictor.ensure_setup()
+            predictor.prepare(image_set)
+            extra_meta.update(setup_s=round(time.perf_counter() - t0, 3), device=_device_name(predictor))
+            log.info("%s ready in %.1f s", name, extra_meta["setup_s"])
+            workers = default_workers() if workers is None else workers
+            source = BatchStream(predictor, image_set, batch_size, workers, progress)
 
     def compute(start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
-        return stream.rows(start, stop)
+        return source.rows(start, stop)
 
     try:
         return build_run(
@@ -294,8 +340,62 @@ def run_predictor(
             progress=False,
         )
     finally:
-        if stream is not None:
+        if source is not None:
+            source.close()
+
+
+class RowPredictor:
+    """What a Ray actor hosts: the predictor built once (setup + prepare), predicting any row range."""
+
+    def __init__(self, name: str, overrides: dict[str, Any], device: str | None, image_set: AnyImageSet,
+                 batch_size: int) -> None:
+        self.predictor = create_predictor(name, **overrides)
+        if device is not None:
+            self.predictor.device = device
+        self.predictor.ensure_setup()
+        self.predictor.prepare(image_set)
+        self.image_set, self.batch_size = image_set, batch_size
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
+        """Predictions of rows ``start:stop`` (decoded in the actor's own process)."""
+        stream = BatchStream(self.predictor, self.image_set, self.batch_size, 0, progress=False)
+        try:
+            return stream.rows(start, stop)
+        finally:
             stream.close()
+
+
+class RayRows:
+    """The ``compute`` callback over Ray: on the first request every shard from there on is queued on the
+    actors; requests then take results in order (a shard found done on disk just discards its result)."""
+
+    def __init__(self, name: str, overrides: dict[str, Any], device: str | None, image_set: AnyImageSet,
+                 batch_size: int, shard_size: int, address: str | None, progress: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        from promptblend.raypool import ActorPool
+
+        self.pool = ActorPool(RowPredictor, (name, overrides, device, image_set, batch_size), address)
+        self.actors = len(self.pool.actors)
+        self.n, self.shard_size = len(image_set), shard_size
+        self._results: Iterator | None = None
+        self._bar = tqdm(total=self.n, desc=name, unit="img", disable=not progress)
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
+        """Predictions for rows ``start:stop`` (called in increasing order)."""
+        if self._results is None:
+            ranges = [(s, min(s + self.shard_size, self.n)) for s in range(start, self.n, self.shard_size)]
+            self._results = self.pool.map_ordered("rows", ranges, ranges)
+        for span, result in self._results:
+            if span == (start, stop):
+                self._bar.update(stop - start)
+                return result
+        raise AlignmentError(f"rows {start}:{stop} were not queued on the Ray actors")
+
+    def close(self) -> None:
+        """Kill the actors and close the progress bar."""
+        self._bar.close()
+        self.pool.close()
 
 
 def _device_name(predictor: Predictor) -> str:
@@ -304,10 +404,12 @@ def _device_name(predictor: Predictor) -> str:
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    """CLI: run a predictor over an image folder."""
+    """CLI: run a predictor over an image set."""
     ap = argparse.ArgumentParser(prog="python -m predictors.run", description=__doc__.splitlines()[0])
     ap.add_argument("name", help=f"registered predictor ({', '.join(list_predictors())})")
-    ap.add_argument("--images", required=True, help="image folder (id = file stem)")
+    ap.add_argument("--images", required=True, nargs="+",
+                    help="image set: a folder (id = file stem), or WebDataset shards (a folder of .tar, "
+                         "a brace pattern such as 'sets/val-{000000..000031}.tar', tar paths, URLs, pipe:)")
     ap.add_argument("--out", required=True, help="runs folder (one sub-folder per run)")
     ap.add_argument("--config", nargs="+", action="extend", default=[], metavar="FILE|KEY=VALUE",
                     help="overrides of the entry's params: key=value pairs or JSON files")
@@ -316,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {default_workers()})")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--backend", choices=BACKENDS, default="local", help="local, or Ray actors (one per GPU/CPU)")
+    ap.add_argument("--ray-address", default=None, help="Ray cluster address for --backend ray (default: local)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.threads:
@@ -325,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_config(args.name, args.config)
     t0 = time.perf_counter()
     run = run_predictor(
-        args.name, args.images, args.out, overrides, skip_bad=args.skip_bad, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, progress=not args.quiet,
+        args.name, args.images[0] if len(args.images) == 1 else args.images, args.out, overrides,
+        skip_bad=args.skip_bad, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        progress=not args.quiet, backend=args.backend, ray_address=args.ray_address,
     )
     status = "cache hit" if run.meta.get("cache_hit") else "computed"
     print(f"{run.path} ({len(run)} images, {status} in {time.perf_counter() - t0:.1f} s)")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from promptblend import atomic
+from promptblend import atomic, lines
 from promptblend.errors import BankError, KeyModelMismatchError
 from promptblend.vectors import check_embeddings, l2_normalise
 
@@ -23,6 +24,8 @@ INDEX_FILE = "index.faiss"
 VALUES_FILE = "values.npy"
 KEYS_FILE = "keys.npy"
 PROMPTS_FILE = "prompts.txt"
+#: Manifest format from which ``prompts.txt`` holds :mod:`promptblend.lines`-encoded texts.
+PROMPTS_ENCODED_FROM = 2
 
 
 class Bank:
@@ -118,12 +121,22 @@ class Bank:
         if self._prompts is None:
             if self.folder is None or not (self.folder / PROMPTS_FILE).is_file():
                 raise BankError(f"bank {self.folder} has no {PROMPTS_FILE}")
-            text = (self.folder / PROMPTS_FILE).read_text(encoding="utf-8")
-            lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
-            if len(lines) != len(self):
-                raise BankError(f"bank {self.folder}: {PROMPTS_FILE} has {len(lines)} lines for {len(self)} rows")
-            self._prompts = lines
+            texts = _read_prompts(self.folder / PROMPTS_FILE, self.manifest.get("format", PROMPTS_ENCODED_FROM))
+            if len(texts) != len(self):
+                raise BankError(f"bank {self.folder}: {PROMPTS_FILE} has {len(texts)} lines for {len(self)} rows")
+            self._prompts = texts
         return self._prompts
+
+
+def _read_prompts(path: Path, fmt: int) -> list[str]:
+    """The texts of a bank's prompts file: line-encoded (:mod:`promptblend.lines`) from format 2 on."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BankError(f"{path} is not UTF-8 text: {e}") from e
+    if fmt >= PROMPTS_ENCODED_FROM:
+        return lines.loads(text)
+    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
 
 
 def _exact_index(vectors: np.ndarray):
@@ -142,7 +155,11 @@ def read_index(path: Path, mmap: bool = False):
 
     if not Path(path).is_file():
         raise BankError(f"index file not found: {path}")
-    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+    except RuntimeError as e:  # faiss reports a truncated or foreign file this way, C++ location first
+        reason = re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", " ".join(str(e).split()))
+        raise BankError(f"{path} is not a readable FAISS index: {reason[:200]}") from e
 
 
 def set_search_param(index, name: str | None, value: int | None) -> None:
@@ -153,13 +170,30 @@ def set_search_param(index, name: str | None, value: int | None) -> None:
         faiss.ParameterSpace().set_index_parameter(index, name, int(value))
 
 
+def _read_manifest(folder: Path) -> dict:
+    """A bank's manifest, checked for the entries a reader needs."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BankError(f"bank {folder}: {MANIFEST} is not JSON ({e}); rebuild the bank") from e
+    needed = (("values", "file"), ("keys", "file"), ("counts", "kept"), ("index", "key"))
+    missing = [f"{part}.{entry}" for part, entry in needed
+               if not isinstance(manifest, dict) or not isinstance(manifest.get(part), dict)
+               or entry not in manifest[part]]
+    if missing:
+        raise BankError(f"bank {folder}: {MANIFEST} lacks {', '.join(missing)}; rebuild the bank")
+    return manifest
+
+
 def _open_built(folder: Path) -> Bank:
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest = _read_manifest(folder)
     try:
         values = np.load(folder / manifest["values"]["file"], mmap_mode="r", allow_pickle=False)
         keys = np.load(folder / manifest["keys"]["file"], mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise BankError(f"bank {folder} is incomplete: {e}") from e
+    if values.ndim != 2 or keys.ndim != 2:
+        raise BankError(f"bank {folder}: values {values.shape} and keys {keys.shape} must be 2-d")
     if len(values) != len(keys) or len(values) != manifest["counts"]["kept"]:
         raise BankError(f"bank {folder}: values, keys and manifest counts disagree")
     ix = manifest["index"]

@@ -41,11 +41,12 @@ class ClipBundle:
     name: str
     pretrained: str | None
     device: str
+    weights_digest: str | None = None  # content digest of a local weights file, taken when it was loaded
 
     @functools.cached_property
     def identity(self) -> str:
         """What names these weights, for cache keys and bank checks: see :func:`clip_identity`."""
-        return clip_identity(self.name, self.pretrained, self.model)
+        return clip_identity(self.name, self.pretrained, self.model, self.weights_digest)
 
     @property
     def embed_dim(self) -> int:
@@ -60,11 +61,12 @@ def is_weights_file(pretrained: str | None) -> bool:
     return bool(pretrained) and ("/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".bin", ".pth")))
 
 
-def clip_identity(name: str, pretrained: str | None, model: Any = None) -> str:
-    """The one identity of a CLIP model: ``name`` plus its tag, its weights file's content digest,
-    or (random weights) a digest of the model's tensors (``random`` when no model is given)."""
+def clip_identity(name: str, pretrained: str | None, model: Any = None, digest: str | None = None) -> str:
+    """The one identity of a CLIP model: ``name`` plus its tag, its weights file's content digest
+    (``digest`` when known, else read now), or (random weights) a digest of the model's tensors
+    (``random`` when no model is given)."""
     if is_weights_file(pretrained):
-        ident = f"file-{file_digest(pretrained)[:16]}"
+        ident = f"file-{(digest or file_digest(pretrained))[:16]}"
     elif pretrained:
         ident = pretrained
     elif model is not None:
@@ -77,33 +79,50 @@ def clip_identity(name: str, pretrained: str | None, model: Any = None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{ident}")
 
 
-@functools.lru_cache(maxsize=4)
 def load_clip(model_name: str, pretrained: str | None = None, device: str | None = None) -> ClipBundle:
-    """Build an open_clip model (cached per process).
+    """Build an open_clip model (cached per process while a local weights file's content is unchanged).
 
     ``model_name`` is an open_clip architecture (``ViT-B-32``, ``hf-hub:org/name``) or ``TINY_CLIP``;
     ``pretrained`` is a tag (``laion2b_s32b_b79k``), a local weights file (.safetensors/.pt/.bin),
     or None for random weights.
     """
-    import open_clip
-
-    register_clip_configs()
     device = device or default_device()
+    content = None
     if is_weights_file(pretrained):
         if not Path(pretrained).is_file():
             raise ModelNotFoundError(f"CLIP weights file not found: {pretrained}")
+        content = file_digest(pretrained)
+    return _load_clip(model_name, pretrained, device, content)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_clip(model_name: str, pretrained: str | None, device: str, content: str | None) -> ClipBundle:
+    """:func:`load_clip` memoised by name, tag or path, device and the weights file's digest."""
+    import open_clip
+
+    register_clip_configs()
     try:
         with _seeded(0 if not pretrained else None):  # random weights: the same in every process
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
         tokenizer = open_clip.get_tokenizer(model_name)
     except RuntimeError as e:
-        raise ModelNotFoundError(f"cannot load CLIP {model_name} ({pretrained}): {e}") from e
+        raise ModelNotFoundError(f"cannot load CLIP {model_name} ({pretrained}): {_one_line(e)}") from e
     except Exception as e:  # hub/network errors surface as many types offline
+        if is_weights_file(pretrained):  # junk, pickled or truncated: torch/safetensors raise many types
+            raise ModelNotFoundError(
+                f"cannot load CLIP weights file {pretrained} for {model_name}: {type(e).__name__}: {_one_line(e)}"
+            ) from e
         if type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "HfHubHTTPError", "OSError"):
             raise ModelNotFoundError(f"cannot load CLIP {model_name} ({pretrained}) offline: {e}") from e
         raise
     model.eval()
-    return ClipBundle(model, preprocess, tokenizer, model_name, pretrained, device)
+    return ClipBundle(model, preprocess, tokenizer, model_name, pretrained, device, content)
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line, cut at 300 characters (torch's load errors run to many lines)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def embed_images(bundle: ClipBundle, pixels) -> np.ndarray:

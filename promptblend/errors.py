@@ -56,3 +56,20 @@ class BankError(PromptblendError):
 
 class KeyModelMismatchError(BankError):
     """An index's keys were embedded by a different model than the one used to query it."""
+
+
+class ShardError(ImageSetError):
+    """A WebDataset shard is missing or truncated, or a key in it lacks its image or text, repeats or is not UTF-8."""
+
+    def __init__(self, shard: str, key: str | None, reason: str):
+        self.shard, self.key, self.reason = shard, key, reason
+        where = f"shard {shard}" + (f", key {key!r}" if key is not None else "")
+        super().__init__(f"{where}: {reason}")
+
+
+class DiskFullError(PromptblendError):
+    """A write ran out of disk space (ENOSPC) or past a file-size limit (EFBIG); says how much is needed when known."""
+
+    def __init__(self, message: str, path=None, needed: int | None = None, free: int | None = None):
+        self.path, self.needed, self.free = path, needed, free
+        super().__init__(message)

@@ -17,9 +17,12 @@ def new_figure(width: float = 6.4, height: float = 4.8, **kwargs):
     return Figure(figsize=(width, height), **kwargs)
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` atomically (format from the suffix) and return the path."""
+def save_figure(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` atomically (format from the suffix) and return the path.
+
+    ``tight``: crop to the drawn content (``bbox_inches="tight"``); False keeps the figure's own size.
+    """
     path = Path(path)
     with atomic.atomic_path(path, path.suffix) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format=path.suffix.lstrip(".") or "png")
     return path

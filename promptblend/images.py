@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 from PIL import Image, ImageOps
 
@@ -20,28 +24,40 @@ MAX_PIXELS = 64_000_000
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode one image to RGB, applying EXIF orientation; raise :class:`BadImageError` on any fault."""
+    """Decode one image file to RGB, applying EXIF orientation; raise :class:`BadImageError` on any fault."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise BadImageError(path, f"dangling symlink (to {os.readlink(path)})")
     try:
         if path.stat().st_size == 0:
             raise BadImageError(path, "file is empty (0 bytes)")
     except OSError as e:
         raise BadImageError(path, f"cannot read: {e}") from e
+    return _decode(path, path, max_pixels)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode encoded image bytes (a shard member) to RGB like :func:`load_image`; ``name`` labels errors."""
+    if not data:
+        raise BadImageError(name, "image is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str | Path, max_pixels: int) -> Image.Image:
+    """Open, load and convert ``source`` under a decompression-bomb limit."""
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
-    except BadImageError:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImageError(path, f"decompression bomb refused ({e})") from e
+        raise BadImageError(name, f"decompression bomb refused ({e})") from e
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...)
-        raise BadImageError(path, f"cannot decode: {type(e).__name__}: {e}") from e
+        raise BadImageError(name, f"cannot decode: {type(e).__name__}: {e}") from e
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
 
@@ -57,6 +73,22 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, im)
     return im.convert("RGB")
+
+
+def part_index(rank: int = 0, world_size: int = 1, split_workers: bool = True) -> tuple[int, int]:
+    """This reader's part and the number of parts: ``rank * workers + worker`` of ``world_size * workers``.
+
+    Workers are those of the current ``torch.utils.data`` DataLoader (none outside one); shard sets
+    split by shard, folders by row.
+    """
+    worker, workers = 0, 1
+    if split_workers:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        if info is not None:
+            worker, workers = info.id, info.num_workers
+    return rank * workers + worker, world_size * workers
 
 
 @dataclass
@@ -87,6 +119,16 @@ class ImageSet:
             else:
                 h.update(_file_digest(p))
         return h.hexdigest()[:16]
+
+    def samples(self, start: int = 0, stop: int | None = None, *, rank: int = 0, world_size: int = 1,
+                split_workers: bool = True, with_prompt: bool = False) -> Iterator[tuple]:
+        """Stream ``(id, RGB image)`` (or ``(id, image, prompt)``) of rows ``start:stop`` in this part (see :func:`part_index`)."""
+        part, parts = part_index(rank, world_size, split_workers)
+        prompts = self.prompts or {}
+        for i in range(start, len(self.ids) if stop is None else min(stop, len(self.ids))):
+            if i % parts == part:
+                image = self.load(i)
+                yield (self.ids[i], image, prompts.get(self.ids[i])) if with_prompt else (self.ids[i], image)
 
     def prompt_list(self) -> list[str]:
         """Truth prompts in id order; raise :class:`TruthError` if any id lacks one."""
@@ -130,22 +172,41 @@ def read_prompts_csv(path: str | Path) -> dict[str, str]:
 
 
 def open_image_set(
-    folder: str | Path,
+    source: Any,
     prompts_csv: str | Path | None = None,
     skip_bad: bool = False,
     recursive: bool = False,
-) -> ImageSet:
-    """List a folder's images sorted by id; read ``prompts.csv`` beside them if present.
+) -> AnyImageSet:
+    """Open an image set: an opened set as is, WebDataset shards (see :mod:`promptblend.shards`), or a folder.
 
-    With ``skip_bad`` every image is decoded up front and bad ones are dropped and reported in
+    A folder's images are listed sorted by id, with ``prompts.csv`` beside them as truth when present.
+    With ``skip_bad`` every folder image is decoded up front and bad ones are dropped and reported in
     ``ImageSet.skipped``; otherwise a bad image raises :class:`BadImageError` when it is read.
     """
-    root = Path(folder)
+    from .shards import ShardSet, is_shard_source, open_shard_set
+
+    if isinstance(source, (ImageSet, ShardSet)):
+        return source
+    if is_shard_source(source) and not is_image_folder(source):
+        return open_shard_set(source)
+    return _open_folder(Path(source), prompts_csv, skip_bad, recursive)
+
+
+def is_image_folder(source: Any) -> bool:
+    """Whether ``source`` is a local folder holding image files."""
+    if isinstance(source, (list, tuple)) or not Path(source).is_dir():
+        return False
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in Path(source).iterdir())
+
+
+def _open_folder(root: Path, prompts_csv: str | Path | None, skip_bad: bool, recursive: bool) -> ImageSet:
+    """List a folder's images (see :func:`open_image_set`)."""
     if not root.is_dir():
         raise ImageSetError(f"image folder not found: {root}")
     files = root.rglob("*") if recursive else root.iterdir()
     paths = sorted(
-        (p for p in files if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        # a dangling symlink is kept: it is a bad image (an error, or a skip with --skip-bad), never silently dropped
+        (p for p in files if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS),
         key=lambda p: (p.stem, p.name),
     )
     if not paths:
@@ -156,6 +217,10 @@ def open_image_set(
             raise ImageSetError(f"two files share the id '{p.stem}': {seen[p.stem]} and {p}")
         seen[p.stem] = p
     skipped: list[tuple[Path, str]] = []
+    if not skip_bad:  # the fingerprint reads every file: name a dangling link before it does
+        for p in paths:
+            if p.is_symlink() and not p.exists():
+                load_image(p)
     if skip_bad:
         good = []
         for p in paths:
@@ -174,3 +239,10 @@ def open_image_set(
         prompts_csv = root.parent / "prompts.csv"
     prompts = read_prompts_csv(prompts_csv) if prompts_csv is not None else None
     return ImageSet(root, [p.stem for p in paths], paths, prompts, skipped)
+
+
+if TYPE_CHECKING:
+    from .shards import ShardSet
+
+#: What :func:`open_image_set` returns: both kinds have ids, fingerprint, prompts, prompt_list, samples and load.
+AnyImageSet = Union[ImageSet, "ShardSet"]

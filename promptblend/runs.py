@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -20,8 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import atomic
-from .errors import AlignmentError, RunError
+from . import atomic, lines
+from .errors import AlignmentError, EmbeddingError, RunError
 from .vectors import DIM, check_embeddings, check_ids
 
 log = logging.getLogger(__name__)
@@ -94,22 +95,18 @@ def save_run(path: str | Path, run: Run) -> Path:
     path = Path(path)
     meta = {"created": datetime.now(timezone.utc).isoformat(), "versions": library_versions(), **run.meta}
     meta.update(n=len(run.ids), dim=int(run.embeddings.shape[1]))
-    with atomic.atomic_dir(path) as tmp:
+    texts = {"ids.txt": lines.dumps(run.ids), "meta.json": json.dumps(meta, indent=2, default=str)}
+    if run.prompts is not None:
+        texts["prompts.txt"] = lines.dumps(run.prompts)
+    needed = len(run.ids) * run.embeddings.shape[1] * 4 + sum(len(t) * 4 for t in texts.values())
+    with atomic.atomic_dir(path, needed=needed) as tmp:
         with open(tmp / "embeddings.npy", "wb") as f:
-            np.save(f, run.embeddings.astype(np.float32), allow_pickle=False)
-        (tmp / "ids.txt").write_text("\n".join(run.ids) + "\n", encoding="utf-8")
-        if run.prompts is not None:
-            (tmp / "prompts.txt").write_text(
-                "\n".join(p.replace("\n", " ") for p in run.prompts) + "\n", encoding="utf-8"
-            )
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+            atomic.write_npy(f, run.embeddings.astype(np.float32))
+        for name, text in texts.items():
+            with open(tmp / name, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
     run.path, run.meta = path, meta
     return path
-
-
-def _read_lines(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8")
-    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n") if text else []
 
 
 def load_run(path: str | Path, mmap: bool = False) -> Run:
@@ -123,10 +120,12 @@ def load_run(path: str | Path, mmap: bool = False) -> Run:
     try:
         emb = atomic.load_npy(path / "embeddings.npy", mmap=mmap)
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e:
+        ids = lines.read_lines(path / "ids.txt")
+        prompts = lines.read_lines(path / "prompts.txt") if (path / "prompts.txt").is_file() else None
+    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{path} is corrupt: {e}") from e
-    ids = _read_lines(path / "ids.txt")
-    prompts = _read_lines(path / "prompts.txt") if (path / "prompts.txt").is_file() else None
+    if not isinstance(meta, dict):
+        raise RunError(f"{path} is corrupt: meta.json does not hold an object")
     return Run(ids, emb, meta, prompts, path)
 
 
@@ -163,36 +162,82 @@ def build_run(
 
     ``compute(start, stop)`` returns the embeddings (and generated prompts, or None) of rows
     ``start:stop``. Each shard is written atomically under ``<key>.partial/``; after a kill, the
-    next call recomputes only the missing shards. A finished run with the same key is returned as is.
+    next call recomputes only the missing shards. A finished run with the same key is returned as is;
+    one that fails its checks is removed (with a warning) and rebuilt. One process builds a key at a
+    time (lock file ``.<key>.lock``); another waits, then reads the cache. Temp files of killed
+    writers in ``out_root`` and the partial folder are swept first.
     """
     ids = check_ids(list(ids))
     key = run_key(predictor, config, fingerprint)
-    final = Path(out_root) / key
-    if is_run(final):
+    out_root = Path(out_root)
+    cached = _cached_run(out_root / key, ids)
+    if cached is not None:
+        return cached
+    with atomic.file_lock(out_root / f".{key}.lock"):
+        cached = _cached_run(out_root / key, ids)  # another process may have finished it while we waited
+        if cached is not None:
+            return cached
+        atomic.sweep_stale(out_root)
+        partial = out_root / f"{key}.partial"
+        try:
+            return _compute_run(out_root / key, partial, predictor, ids, compute, shard_size, progress, {
+                "name": key, "predictor": predictor, "config": config, "fingerprint": fingerprint,
+                **(extra_meta or {}),
+            })
+        except BaseException:
+            if not any(partial.glob("rows-*.npz")):
+                shutil.rmtree(partial, ignore_errors=True)  # nothing to resume: leave no litter
+            else:
+                log.warning("finished shards kept in %s: run the same command again to resume", partial)
+            raise
+
+
+def _cached_run(final: Path, ids: list[str]) -> Run | None:
+    """The finished run at ``final`` when it passes its checks; a failing one is removed (None)."""
+    if not is_run(final):
+        return None
+    try:
         run = load_run(final)
         if run.ids != ids:
-            raise AlignmentError(f"cached run {final} ids differ from the image set's; delete it to rebuild")
-        log.info("cache hit: %s", final)
-        run.meta["cache_hit"] = True
-        return run
-    partial = Path(out_root) / f"{key}.partial"
+            raise AlignmentError(f"its ids differ from the image set's ({len(run.ids)} vs {len(ids)})")
+    except (RunError, AlignmentError, EmbeddingError) as e:
+        log.warning("cached run %s fails its checks (%s): removed, rebuilding it", final, e)
+        aside = atomic.aside_path(final)
+        try:
+            os.replace(final, aside)  # one rename: readers see the old run or none
+        except FileNotFoundError:  # another process removed it first
+            return None
+        shutil.rmtree(aside, ignore_errors=True)
+        return None
+    log.info("cache hit: %s", final)
+    run.meta["cache_hit"] = True
+    return run
+
+
+def _compute_run(
+    final: Path, partial: Path, predictor: str, ids: list[str], compute: ShardFn, shard_size: int,
+    progress: bool, meta: dict,
+) -> Run:
+    """Compute the missing shards under ``partial``, then publish the whole run at ``final``."""
     partial.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(partial / "ids.txt", "\n".join(ids) + "\n")
-    starts = list(range(0, len(ids), shard_size))
+    atomic.sweep_stale(partial)
+    lines.write_lines(partial / "ids.txt", ids)
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(ids), desc=predictor, unit="img", disable=not progress)
     embs, prompts = [], []
-    for start in starts:
+    for start in range(0, len(ids), shard_size):
         stop = min(start + shard_size, len(ids))
         shard = partial / f"rows-{start:09d}-{stop:09d}.npz"
         e, p = _read_shard(shard, stop - start)
         if e is None:
             e, p = compute(start, stop)
             e = check_embeddings(e, n=stop - start, what=f"{predictor} rows {start}:{stop}")
-            arrays = {"embeddings": e} if p is None else {"embeddings": e, "prompts": np.asarray(p, dtype=str)}
-            with atomic.atomic_path(shard, ".npz") as tmp:
+            arrays = {"embeddings": e}
+            if p is not None:
+                arrays["prompts"] = np.asarray([lines.encode_line(x) for x in p], dtype=str)
+            with atomic.atomic_path(shard, ".npz", needed=sum(a.nbytes for a in arrays.values())) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, **arrays)
         embs.append(e)
@@ -202,14 +247,7 @@ def build_run(
     have_prompts = [p is not None for p in prompts]
     if any(have_prompts) and not all(have_prompts):
         raise RunError(f"{predictor} returned prompts for some shards only")
-    meta = {
-        "name": key,
-        "predictor": predictor,
-        "config": config,
-        "fingerprint": fingerprint,
-        "wall_time_s": round(time.perf_counter() - t0, 3),
-        **(extra_meta or {}),
-    }
+    meta["wall_time_s"] = round(time.perf_counter() - t0, 3)
     run = Run(
         ids,
         np.concatenate(embs) if embs else np.zeros((0, DIM), np.float32),
@@ -228,7 +266,7 @@ def _read_shard(path: Path, rows: int) -> tuple[np.ndarray | None, list[str] | N
     try:
         with np.load(path, allow_pickle=False) as z:
             e = z["embeddings"]
-            p = z["prompts"].tolist() if "prompts" in z.files else None
+            p = [lines.decode_line(x) for x in z["prompts"].tolist()] if "prompts" in z.files else None
     except (OSError, ValueError, KeyError) as err:
         log.warning("recomputing unreadable shard %s: %s", path, err)
         return None, None

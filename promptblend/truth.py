@@ -1,29 +1,38 @@
-"""The truth: embeddings of a ``prompts.csv`` (cached like any run) or a run folder of them."""
+"""The truth: embeddings of a ``prompts.csv``, a dict or an image set's prompts (cached like any run), or a run folder of them."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from promptblend.cache import cache_dir
 from promptblend.errors import TruthError
-from promptblend.images import read_prompts_csv
+from promptblend.images import open_image_set, read_prompts_csv
 from promptblend.runs import Run, build_run, is_run, load_run
+from promptblend.shards import is_shard_source
 from promptblend.text import SCORING_MODEL, encode
 
 
-def truth_run(prompts_csv: str | Path, model: str | None = None, cache: str | Path | None = None) -> Run:
-    """Embed the prompts of ``prompts_csv`` with the scoring model (cached by file content)."""
-    prompts = read_prompts_csv(prompts_csv)
+def truth_run(prompts: str | Path | dict[str, str] | Any, model: str | None = None,
+              cache: str | Path | None = None) -> Run:
+    """Embed truth prompts with the scoring model, cached by content.
+
+    ``prompts``: a ``prompts.csv``, an ``{id: prompt}`` dict, or an image set with prompts (a folder with
+    ``prompts.csv``, or shards whose ``.txt`` members are the prompts).
+    """
+    prompts = _truth_prompts(prompts)
     ids, texts = list(prompts), list(prompts.values())
-    fingerprint = hashlib.sha256(Path(prompts_csv).read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for id_, text in prompts.items():
+        h.update(f"{id_}\0{text}\0".encode())
     cache = Path(cache) if cache is not None else cache_dir() / "truth"
     run = build_run(
         cache,
         "truth",
         {"model": model or SCORING_MODEL},
         ids,
-        fingerprint,
+        h.hexdigest()[:16],
         lambda a, b: (encode(texts[a:b], model=model), texts[a:b]),
         shard_size=4096,
         progress=len(ids) > 4096,
@@ -31,13 +40,22 @@ def truth_run(prompts_csv: str | Path, model: str | None = None, cache: str | Pa
     return run
 
 
-def load_truth(truth: Run | str | Path) -> Run:
-    """Truth embeddings from a :class:`Run`, a run folder, or a ``prompts.csv`` (embedded, cached)."""
+def _truth_prompts(source: Any) -> dict[str, str]:
+    """``{id: prompt}`` from a dict, a prompts.csv or an image set."""
+    if isinstance(source, dict):
+        return source
+    if isinstance(source, (str, Path)) and Path(source).is_file() and not is_shard_source(source):
+        return read_prompts_csv(source)
+    if isinstance(source, (str, Path)) and not Path(source).exists() and not is_shard_source(source):
+        raise TruthError(f"truth not found: {source} (give a prompts.csv with imgId,prompt, a run folder or an image set)")
+    image_set = open_image_set(source)
+    return dict(zip(image_set.ids, image_set.prompt_list()))
+
+
+def load_truth(truth: Run | str | Path | Any) -> Run:
+    """Truth embeddings from a :class:`Run`, a run folder, or anything :func:`truth_run` embeds (cached)."""
     if isinstance(truth, Run):
         return truth
-    path = Path(truth)
-    if path.is_dir() and is_run(path):
-        return load_run(path)
-    if not path.is_file():
-        raise TruthError(f"truth not found: {path} (give a prompts.csv with imgId,prompt or a run folder)")
-    return truth_run(path)
+    if isinstance(truth, (str, Path)) and Path(truth).is_dir() and is_run(truth):
+        return load_run(truth)
+    return truth_run(truth)

@@ -88,7 +88,6 @@ def train_demo_clip(
     import open_clip
     import torch
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
 
     register_clip_configs()
     torch.manual_seed(config.seed)
@@ -100,6 +99,31 @@ def train_demo_clip(
     tokens = tokenizer(data.prompts("train"))
     val_images = image_tensor(data.pixels("val"), pre["mean"], pre["std"])
     val_tokens = tokenizer(data.prompts("val"))
+
+    t0 = time.perf_counter()
+    losses, steps_per_epoch = _fit(model, images, tokens, config, progress)
+    model.eval()
+    metrics = {
+        "train_pairs": len(images),
+        "steps": len(losses),
+        "train_time_s": round(time.perf_counter() - t0, 1),
+        "first_epoch_loss": round(float(np.mean(losses[:steps_per_epoch])), 4),
+        "final_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4),
+        "val_retrieval": retrieval_accuracy(model, val_images, val_tokens),
+        "config": asdict(config),
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic.atomic_path(path, ".safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic.write_text(meta_path, json.dumps(metrics, indent=2))
+    log.info("demo CLIP: trained in %.0f s, val retrieval %s -> %s", metrics["train_time_s"], metrics["val_retrieval"], path)
+    return ClipCheckpoint(path, config.model, metrics)
+
+
+def _fit(model, images, tokens, config: ClipTrainConfig, progress: bool) -> tuple[list[float], int]:
+    """Contrastive training (AdamW, sparse token embeddings, warmup + cosine schedule); (losses, steps per epoch)."""
+    import torch
+    from tqdm.auto import tqdm
 
     model.token_embedding.sparse = True  # only the ~1k used rows of 49k get gradients and updates
     dense = [p for n, p in model.named_parameters() if n != "token_embedding.weight"]
@@ -114,8 +138,7 @@ def train_demo_clip(
     steps_per_epoch = max(1, n // config.batch_size)
     total = steps_per_epoch * config.epochs
     gen = torch.Generator().manual_seed(config.seed)
-    t0 = time.perf_counter()
-    losses = []
+    losses: list[float] = []
     bar = tqdm(total=total, desc="demo CLIP", unit="step", disable=not progress)
     model.train()
     step = 0
@@ -146,22 +169,7 @@ def train_demo_clip(
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
     model.token_embedding.sparse = False
-    model.eval()
-    metrics = {
-        "train_pairs": n,
-        "steps": total,
-        "train_time_s": round(time.perf_counter() - t0, 1),
-        "first_epoch_loss": round(float(np.mean(losses[:steps_per_epoch])), 4),
-        "final_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4),
-        "val_retrieval": retrieval_accuracy(model, val_images, val_tokens),
-        "config": asdict(config),
-    }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic.atomic_path(path, ".safetensors") as tmp:
-        save_file(state, str(tmp))
-    atomic.write_text(meta_path, json.dumps(metrics, indent=2))
-    log.info("demo CLIP: trained in %.0f s, val retrieval %s -> %s", metrics["train_time_s"], metrics["val_retrieval"], path)
-    return ClipCheckpoint(path, config.model, metrics)
+    return losses, steps_per_epoch
 
 
 def encode_text_trimmed(model, tokens):

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from promptblend import atomic
+from promptblend.figures import new_figure, save_figure
 from promptblend.images import load_image
 from promptblend.runs import Run
 
@@ -17,18 +17,14 @@ def plot_examples(
     images: Path, truth: Run, prompts: dict[str, str], runs: Sequence[Run], blend: np.ndarray, path: Path, n: int = 6
 ) -> Path:
     """Draw ``n`` evenly spaced test images with the truth, text predictions and per-entry cosines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from promptblend.metric import cosine_rows
 
     rows = np.linspace(0, len(truth.ids) - 1, n).astype(int)
     cos = {r.name: cosine_rows(r.select(truth.ids).embeddings, truth.embeddings) for r in runs}
     cos["blend"] = cosine_rows(blend, truth.embeddings)
     texts = {r.name: r.select(truth.ids).prompts for r in runs if r.prompts is not None}
-    fig, axes = plt.subplots(n, 2, figsize=(11, 2.1 * n), gridspec_kw={"width_ratios": [1, 6]})
+    fig = new_figure(11, 2.1 * n)
+    axes = fig.subplots(n, 2, gridspec_kw={"width_ratios": [1, 6]})
     for ax_img, ax_txt, i in zip(axes[:, 0], axes[:, 1], rows):
         id_ = truth.ids[i]
         ax_img.imshow(load_image(next(images.glob(f"{id_}.*"))))
@@ -42,7 +38,4 @@ def plot_examples(
         ax_txt.set_axis_off()
     fig.suptitle("demo test images: true prompt, generated prompts, cosine of every entry", fontsize=10)
     fig.tight_layout()
-    with atomic.atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90, tight=False)  # laid out by tight_layout: keep its size

@@ -1,10 +1,11 @@
 """``clip-interrogator-demo``: the clip-interrogator predictor over the demo's own label banks.
 
 The registered ``clip-interrogator`` reads the ``clip-interrogator`` package's banks and captions
-with BLIP; the demo has no trained BLIP, so here the caption is the demo subject and scene phrases
-closest to the image by CLIP ("two red stars at sunset"), and the mediums / flavours / artists /
-movements come from the demo's ``labels/`` folder (trendings stay the package's). The modes
-(fast / classic / best), prompt assembly and the label-embedding cache are the predictor's own.
+with BLIP; the demo has no trained BLIP, so here the caption source ranks the demo subject and scene
+phrases closest to the image by CLIP ("two red stars at sunset"), and the label source reads the
+mediums / flavours / artists / movements from the demo's ``labels/`` folder (trendings stay the
+package's). Both are passed to the predictor; the modes (fast / classic / best), prompt assembly and
+the label-embedding cache are the predictor's own.
 """
 
 from __future__ import annotations
@@ -12,107 +13,79 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from predictors.base import Prediction
 from predictors.interrogator import Interrogator
-from predictors.interrogator_labels import (
-    BANKS,
-    LabelBanks,
-    label_embeddings,
-    load_bank,
-)
+from predictors.interrogator_labels import LabelBanks, load_bank
 from predictors.registry import add_predictor_config, list_predictors
-from promptblend.clip import embed_images, load_clip
+from promptblend.clip import ClipBundle
 from promptblend.errors import ConfigError
 
 NAME = "clip-interrogator-demo"
 CAPTION_BANKS = ("subjects", "scenes")
 
 
-def _read(path: Path) -> list[str]:
-    return [s for s in (line.strip() for line in path.read_text(encoding="utf-8").splitlines()) if s]
+class DemoLabels:
+    """Label source: ``labels/<bank>.txt`` (artists as "by X"), else the package's bank."""
 
+    def __init__(self, folder: str | Path, limit: int | None = None) -> None:
+        self.folder, self.limit = Path(folder), limit
+        if not (self.folder / "subjects.txt").is_file():
+            raise ConfigError(f"{NAME} needs labels=DIR holding subjects.txt and scenes.txt (got {str(folder)!r})")
 
-def demo_bank(labels: Path, bank: str, limit: int | None) -> list[str]:
-    """Phrases of ``bank`` from ``labels/<bank>.txt`` (artists as "by X"), else the package's."""
-    path = labels / f"{bank}.txt"
-    if not path.is_file():
-        return load_bank(bank, limit)
-    items = _read(path)[:limit]
-    return [f"by {a}" for a in items] if bank == "artists" else items
-
-
-class DemoInterrogator(Interrogator):
-    """CLIP Interrogator whose caption is ranked from the demo's subject and scene phrases."""
-
-    def __init__(self, labels: str | None = None, **params: Any) -> None:
-        params.setdefault("caption_model", None)
-        super().__init__(**params)
-        if not labels or not Path(labels, "subjects.txt").is_file():
-            raise ConfigError(f"{NAME} needs labels=DIR holding subjects.txt and scenes.txt (got {labels!r})")
-        self.params["labels"] = labels
+    def phrases(self, bank: str) -> list[str]:
+        """The phrases of ``bank``."""
+        path = self.folder / f"{bank}.txt"
+        if not path.is_file():
+            return load_bank(bank, self.limit)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        items = [s for s in (line.strip() for line in lines) if s][: self.limit]
+        return [f"by {a}" for a in items] if bank == "artists" else items
 
     def cache_inputs(self) -> dict[str, Any]:
-        """The label files and the CLIP weights file are named by path only: key them by content."""
-        import hashlib
+        """The label folder's content digest."""
+        from promptblend.digest import folder_digest
 
-        h = hashlib.sha256()
-        for f in sorted(Path(self.params["labels"]).glob("*.txt")):
-            h.update(f.name.encode() + f.read_bytes())
-        inputs = {"labels": h.hexdigest()[:16]}
-        weights = self.params["clip_pretrained"]
-        if weights and Path(weights).is_file():
-            st = Path(weights).stat()
-            inputs["clip"] = f"{st.st_size}:{st.st_mtime_ns}"
-        return inputs
+        return {"demo_labels": folder_digest(self.folder)[:16]}
 
-    def setup(self) -> None:
-        """Load CLIP (seeded when random), the demo label banks' cached embeddings, and MiniLM."""
-        import torch
 
-        from promptblend.text import load_text_model
+class BankCaptions:
+    """Caption source: the subject and the scene phrase closest to the image by CLIP, joined."""
 
-        p = self.params
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(p["seed"])
-            self.clip = load_clip(p["clip_model"], p["clip_pretrained"], self.device)
-        labels = Path(p["labels"])
-        self.banks = self._banks(BANKS, labels)
-        self.caption_banks = self._banks(CAPTION_BANKS, labels)
-        load_text_model()
+    def __init__(self, labels: DemoLabels, cache: str | None = None) -> None:
+        self.labels, self.cache = labels, cache
+        self.banks: LabelBanks | None = None
 
-    def _banks(self, names, labels: Path) -> LabelBanks:
-        phrases, embeds, spans = [], [], {}
-        for bank in names:
-            items = demo_bank(labels, bank, self.params["label_limit"])
-            spans[bank] = (len(phrases), len(phrases) + len(items))
-            phrases.extend(items)
-            embeds.append(label_embeddings(self.clip, items, f"demo-{bank}", self.params["label_cache"]))
-        return LabelBanks(phrases, np.concatenate(embeds), spans)
+    def setup(self, clip: ClipBundle, device: str | None = None) -> None:
+        """Embed (or read the cached embeddings of) the subject and scene phrases."""
+        self.banks = LabelBanks.build(clip, self.labels, self.cache, CAPTION_BANKS)
 
-    def preprocess(self, image) -> Any:
-        """Image -> CLIP pixels (no captioner input)."""
-        return self.clip.preprocess(image)
+    def transform(self) -> None:
+        """None: the captions come from the CLIP features, not from pixels."""
+        return None
 
-    def collate(self, items: list[Any]) -> Any:
-        """Stack the pixel tensors."""
-        import torch
+    def collate(self, items: list[Any]) -> None:
+        """Nothing to batch."""
+        return
 
-        return torch.stack(items)
+    def captions(self, batch: Any, features: Any) -> list[str]:
+        """One "{subject} {scene}" caption per image."""
+        subjects = self.banks.top(features, 1, "subjects")
+        scenes = self.banks.top(features, 1, "scenes")
+        return [f"{s[0]} {c[0]}" for s, c in zip(subjects, scenes)]
 
-    def predict_batch(self, batch: Any) -> Prediction:
-        """Caption from the subject and scene banks, interrogate, embed the prompts with MiniLM."""
-        import torch
+    def cache_inputs(self) -> dict[str, Any]:
+        """The phrases' identity (the same folder as the label source)."""
+        return self.labels.cache_inputs()
 
-        from promptblend.text import encode
 
-        feats = torch.from_numpy(embed_images(self.clip, batch)).to(self.clip.device)
-        subjects = self.caption_banks.top(feats, 1, "subjects")
-        scenes = self.caption_banks.top(feats, 1, "scenes")
-        captions = [f"{s[0]} {c[0]}" for s, c in zip(subjects, scenes)]
-        prompts = self.interrogate(feats, captions)
-        return Prediction(encode(prompts, show_progress=False), prompts)
+def demo_interrogator(
+    labels: str | None = None, label_limit: int | None = None, label_cache: str | None = None, **params: Any
+) -> Interrogator:
+    """The registry's constructor for ``clip-interrogator-demo``: an Interrogator with the demo's sources."""
+    source = DemoLabels(labels or "", label_limit)
+    return Interrogator(
+        caption_model=None, label_limit=label_limit, label_cache=label_cache, **params,
+        label_source=source, caption_source=BankCaptions(source, label_cache),
+    )
 
 
 def register() -> str:
@@ -121,7 +94,7 @@ def register() -> str:
         add_predictor_config(
             NAME,
             {
-                "class": f"{__name__}:DemoInterrogator",
+                "class": f"{__name__}:demo_interrogator",
                 "description": "clip-interrogator over the demo's label banks; caption = best demo subject + scene",
                 "params": {
                     "labels": None,

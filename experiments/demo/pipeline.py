@@ -3,7 +3,8 @@
 Stages (each cached: a second run only reads what the first wrote):
 
 1. generate the task (:mod:`.data`) and train the tiny CLIP (:mod:`.clip_train`);
-2. train ``clip-regressor`` and ``clipcap`` on the train split with that CLIP;
+2. train ``clip-regressor`` (frozen head, and the tower fine-tuned end to end: the better on the
+   validation split is the demo's ``clip-regressor``) and ``clipcap`` on the train split with that CLIP;
 3. build the prompt-bank index (demo bank + the user's banks) with the CLIP text tower as keys;
 4. run ``clip-regressor``, ``clipcap``, ``clip-interrogator`` (demo label banks) and ``knn`` on the
    validation and test splits;
@@ -42,6 +43,8 @@ PREDICTORS = ("clip-regressor", "clipcap", "clip-interrogator", "knn")
 #: Predictors with weights trained on the demo's train split (the others rank labels or bank prompts).
 TRAINED = ("clip-regressor", "clipcap")
 BASELINE = "mean-vector"
+#: The clip-regressor trained with its CLIP tower fine-tuned end to end (a candidate for "clip-regressor").
+FINETUNED = "clip-regressor-finetuned"
 BLEND = "blend"
 #: Prompt cosine that ties validation images into one CV group when tuning.
 GROUP_THRESHOLD = 0.85
@@ -57,6 +60,11 @@ class DemoSize:
     regressor_epochs: int = 12
     clipcap_epochs: int = 6
     clipcap_settings: dict = field(default_factory=lambda: {"lr": 3e-3})
+    #: clip-regressor with the tower fine-tuned end to end (same data and epochs as the frozen head); the
+    #: one that scores better on the validation split is the demo's clip-regressor
+    finetune_settings: dict = field(default_factory=lambda: {
+        "lr": 1e-3, "head_lr": 5e-3, "batch_size": 8, "warmup": 5, "ema": 0.0, "schedule": "constant", "augment": True,
+    })
     #: clipcap's embedding: the mean of this many sampled captions' (one greedy caption: val 0.52, below
     #: the mean-vector's 0.63; the mean of 8: 0.66)
     clipcap_samples: int = 8
@@ -94,6 +102,8 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
     clip_metrics: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    #: clip-regressor's two modes: validation and test scores of the frozen head and the fine-tuned tower
+    regressors: dict = field(default_factory=dict)
 
     @property
     def blend_beats_all(self) -> bool:
@@ -159,17 +169,19 @@ def train_heads(data: DemoData, ckpt: ClipCheckpoint, models: Path, size: DemoSi
     from predictors.training import read_metrics
 
     # clipcap's held-out score generates text every epoch: the demo scores it on its own splits instead
+    regressor = {"epochs": size.regressor_epochs, "val_frac": 0.1}
     trainers = {
-        "clip-regressor": (train_regressor, {"epochs": size.regressor_epochs, "val_frac": 0.1}),
-        "clipcap": (train_clipcap, {"epochs": size.clipcap_epochs, "val_frac": 0.0, **size.clipcap_settings}),
+        "clip-regressor": (train_regressor, "tiny", regressor),
+        FINETUNED: (train_regressor, "finetune-tiny", {**regressor, **size.finetune_settings}),
+        "clipcap": (train_clipcap, "tiny", {"epochs": size.clipcap_epochs, "val_frac": 0.0, **size.clipcap_settings}),
     }
     out = {}
-    for name, (train, settings) in trainers.items():
+    for name, (train, preset, settings) in trainers.items():
         folder = models / f"{name}-{_key(ckpt.path.name, settings, data.root.name)}"
         rows = read_metrics(folder) if (folder / "model.safetensors").is_file() else []
         if not rows or rows[-1]["epoch"] < settings["epochs"]:
             train(
-                data.images("train"), None, folder, "tiny", clip=ckpt.clip, num_workers=0, progress=progress,
+                data.images("train"), None, folder, preset, clip=ckpt.clip, num_workers=0, progress=progress,
                 device="cpu", **settings,
             )
         else:
@@ -219,6 +231,32 @@ def run_predictors(
         )
         runs.append(Run(run.ids, run.embeddings, {**run.meta, "name": name}, run.prompts, run.path))
     return runs
+
+
+def choose_regressor(
+    data: DemoData, heads: dict[str, Path], runs_root: Path, progress: bool
+) -> tuple[dict[str, Path], dict]:
+    """Score the frozen head and the fine-tuned tower on validation and test; the better on validation
+    becomes the demo's clip-regressor (its table row and the blend's input)."""
+    from predictors.run import run_predictor
+    from promptblend.metric import score
+
+    scores: dict = {}
+    for mode, name in (("frozen", "clip-regressor"), ("finetuned", FINETUNED)):
+        for split in ("val", "test"):
+            truth = _truth(data, split)
+            run = run_predictor(
+                "clip-regressor-tiny", data.images(split), runs_root / split, {"checkpoint": str(heads[name])},
+                workers=0, batch_size=64, device="cpu", progress=progress,
+            )
+            row = {i: k for k, i in enumerate(run.ids)}
+            scores[f"{mode}_{split}"] = score(run.embeddings[[row[i] for i in truth.ids]], truth.embeddings)
+    scores["chosen"] = "finetuned" if scores["finetuned_val"] > scores["frozen_val"] else "frozen"
+    log.info("demo: clip-regressor test score: fine-tuned %.4f vs frozen head %.4f (validation %.4f vs %.4f): %s",
+             scores["finetuned_test"], scores["frozen_test"], scores["finetuned_val"], scores["frozen_val"],
+             scores["chosen"])
+    chosen = heads[FINETUNED] if scores["chosen"] == "finetuned" else heads["clip-regressor"]
+    return {**heads, "clip-regressor": chosen}, scores
 
 
 def _truth(data: DemoData, split: str) -> Run:
@@ -284,6 +322,7 @@ def run_demo(
             index = build_index(data, ckpt, banks, root / "banks", progress)
         with timer("runs"):
             runs_root = root / "runs" / data.root.name
+            heads, regressors = choose_regressor(data, heads, runs_root, progress)
             val_runs = run_predictors(data, ckpt, heads, index, runs_root, "val", progress, size.clipcap_samples)
             test_runs = run_predictors(data, ckpt, heads, index, runs_root, "test", progress, size.clipcap_samples)
         with timer("truth"):
@@ -297,6 +336,7 @@ def run_demo(
             result.files["examples"] = str(_examples(data, test_runs, test_truth, tuned, out))
     result.timings = {**timer.times, "total": round(time.perf_counter() - t0, 1)}
     result.clip_metrics = ckpt.metrics
+    result.regressors = regressors
     atomic.write_text(out / "demo.json", json.dumps(result.to_json(), indent=2, default=str))
     if not quiet:
         print_summary(result)
@@ -339,7 +379,7 @@ def _leaderboard(data, test_runs, test_truth, mean, tuned, out: Path, size, seed
         entry_from_run,
         entry_from_submission,
     )
-    from experiments.leaderboard import leaderboard
+    from experiments.leaderboard import leaderboard, write_outputs
     from promptblend.submission import check_submission
 
     submission = tuned.submission
@@ -353,10 +393,8 @@ def _leaderboard(data, test_runs, test_truth, mean, tuned, out: Path, size, seed
         "overfit": (tuned.in_sample - tuned.out_of_fold) if tuned.out_of_fold is not None else None,
     }
     entries.append(blend_entry)
-    board = leaderboard(
-        entries, test_truth, out / "leaderboard", splits=size.splits, seed=seed, record_path=False,
-        progress=progress, quiet=True,
-    )
+    board = leaderboard(entries, test_truth, splits=size.splits, seed=seed, progress=progress)
+    files = write_outputs(board, out / "leaderboard")
     table = [
         {k: r[k] for k in ("rank", "name", "score", "ci_low", "ci_high", "private_low", "private_high", "p_first_private")}
         for r in board.rows
@@ -372,7 +410,7 @@ def _leaderboard(data, test_runs, test_truth, mean, tuned, out: Path, size, seed
         weights={**tuned.params.weights, BASELINE: tuned.params.mean_weight},
         submission=submission,
         out=out,
-        files={k: str(v) for k, v in board.files.items()},
+        files={k: str(v) for k, v in files.items()},
     )
 
 
@@ -407,6 +445,13 @@ def print_summary(result: DemoResult, console=None) -> None:
         f"blend beats every predictor and the baseline on test: {mark[result.blend_beats_all]}; "
         f"trained predictors ({', '.join(TRAINED)}) beat the mean vector: {mark[result.trained_beat_baseline]}"
     )
+    r = result.regressors
+    if r:
+        console.print(
+            f"clip-regressor, test: fine-tuned tower {r['finetuned_test']:.4f} vs frozen head {r['frozen_test']:.4f} "
+            f"({r['finetuned_test'] - r['frozen_test']:+.4f}); validation {r['finetuned_val']:.4f} vs "
+            f"{r['frozen_val']:.4f}: the table and the blend use the {r['chosen']} one"
+        )
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items())
     console.print(f"time: {times}")
     console.print(f"wrote {result.submission} (validated), plots and tables in {result.out}")

@@ -1,5 +1,5 @@
-"""clip-regressor: a frozen CLIP image embedding -> small MLP head -> 384-d MiniLM prompt space."""
+"""clip-regressor: CLIP image embedding -> MLP head -> 384-d MiniLM prompt space (frozen tower, or fine-tuned end to end)."""
 
-from .trainer import PRESETS, train_regressor
+from .train import PRESETS, train_regressor
 
 __all__ = ["PRESETS", "train_regressor"]

@@ -12,7 +12,7 @@ from promptblend.vectors import l2_normalise
 
 from ..base import Prediction
 from ..training import TrainedClipPredictor
-from .trainer import PRESETS
+from .train import PRESETS
 
 
 class ClipCapPredictor(TrainedClipPredictor):

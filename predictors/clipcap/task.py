@@ -9,7 +9,7 @@ import torch
 
 from promptblend.text import encode
 
-from ..training import PairData, TrainTask
+from ..training import PairData, TrainConfig, TrainTask
 from . import model as cc
 
 
@@ -18,7 +18,7 @@ class ClipCapTask(TrainTask):
 
     kind = "clipcap"
 
-    def build(self, data: PairData, train_idx: np.ndarray, out: Path) -> cc.ClipCapModel:
+    def build(self, data: PairData, train_idx: np.ndarray, out: Path, cfg: TrainConfig) -> cc.ClipCapModel:
         a = self.arch
         if a.get("gpt2"):
             self.tokenizer = cc.load_tokenizer(a["gpt2"])
@@ -36,7 +36,7 @@ class ClipCapTask(TrainTask):
         model.norm.fit(data.features[train_idx])
         return model
 
-    def dataset(self, data: PairData, idx: np.ndarray):
+    def dataset(self, data: PairData, idx: np.ndarray, cfg: TrainConfig, train: bool):
         i = torch.from_numpy(idx)
         return torch.utils.data.TensorDataset(torch.from_numpy(data.features[idx]), self.tokens[i], self.mask[i])
 
@@ -48,7 +48,7 @@ class ClipCapTask(TrainTask):
     def loss(self, model: cc.ClipCapModel, batch) -> torch.Tensor:
         return model(*batch)
 
-    def predict(self, model: cc.ClipCapModel, data: PairData, idx: np.ndarray) -> np.ndarray:
+    def predict(self, model: cc.ClipCapModel, data: PairData, idx: np.ndarray, cfg: TrainConfig) -> np.ndarray:
         device = next(model.parameters()).device
         texts: list[str] = []
         for start in range(0, len(idx), 64):

@@ -15,6 +15,7 @@ import numpy as np
 
 from promptblend import atomic
 from promptblend.cache import cache_dir
+from promptblend.digest import folder_digest
 from promptblend.errors import EmbeddingError
 
 from .model import load_text_model
@@ -25,10 +26,10 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _export_key(model_dir: str) -> str:
+    """Cache key of an export: the model folder's content (weights, config, tokenizer) and library versions."""
     from importlib import metadata
 
-    weights = sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin"))
-    stamp = [model_dir, *(f"{w.name}:{w.stat().st_size}" for w in weights)]
+    stamp = [model_dir, folder_digest(model_dir)]
     stamp += [metadata.version(p) for p in ("torch", "onnxruntime", "transformers")]
     return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
 
@@ -38,7 +39,6 @@ def export_onnx(model_dir: str, out_dir: Path) -> None:
     ``out_dir/model.onnx`` with fused BERT ops, plus its ``tokenizer.json`` and ``meta.json``."""
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
-
 
     st = load_text_model(model_dir, device="cpu")
     transformer, pooling = st[0], st[1]
@@ -130,6 +130,8 @@ def _mask(lengths: np.ndarray, width: int) -> np.ndarray:
 def load_onnx_encoder(model_dir: str) -> OnnxTextEncoder:
     """The ONNX encoder of the sentence-transformers folder ``model_dir``, exported on first use."""
     folder = cache_dir() / "onnx" / _export_key(model_dir)
+    for litter in atomic.sweep_stale(folder):
+        log.info("removed %s, left by an export that was killed", litter)
     if not (folder / "model.onnx").is_file() or not (folder / "meta.json").is_file():
         log.info("exporting %s to ONNX in %s (once)", model_dir, folder)
         export_onnx(model_dir, folder)

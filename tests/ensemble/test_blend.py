@@ -75,7 +75,7 @@ def test_apply_blend_matches_direct_blend(problem, tmp_path):
     back = load_params(tmp_path / "best.json")
     assert back.weights == params.weights and back.normalise and back.mean_weight == 0.3
     np.testing.assert_allclose(apply_blend(back, runs), emb, atol=1e-6)
-    with pytest.raises(BlendError, match="were not given"):
+    with pytest.raises(BlendError, match="no run given comes from it"):
         apply_blend(params, runs[:2])
 
 

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import optuna
 import pytest
+from drawn import assert_drawn
 from optuna.trial import TrialState
 
-from ensemble import search
 from ensemble.blend import apply_blend, load_params
 from ensemble.objective import direct_cosines
 from ensemble.synthetic import synthetic_problem
-from ensemble.tune import main
-from ensemble.tuner import tune
+from ensemble.tune import BlendSpace, tune
+from ensemble.tune.__main__ import main
 from promptblend.runs import Run, save_run
 from promptblend.submission import read_submission
 from promptblend.vectors import l2_normalise
@@ -45,12 +45,42 @@ def test_outputs_are_written(tuned, problem):
     assert set(doc["weights"]) == {"run0", "run1", "run2"} and max(doc["weights"].values()) == pytest.approx(1.0)
     assert len(doc["fold_scores"]) == FOLDS
     for png in ("history.png", "weights.png", "folds.png"):
-        assert (out / png).stat().st_size > 5000
+        assert_drawn(out / png)
     ids, emb = read_submission(out / "submission.csv")
     assert ids == runs[0].ids
     score = float(np.einsum("ij,ij->i", emb.astype(np.float64), truth.embeddings).mean())
     assert score == pytest.approx(result.in_sample, abs=1e-5)
     np.testing.assert_allclose(apply_blend(load_params(out), runs), emb, atol=1e-5)
+
+
+def test_plots_show_every_study_and_run(tuned):
+    from ensemble.report import folds_figure, history_figure, weights_figure
+
+    result, out = tuned
+    studies = [_study(out, name) for name in result.studies]
+    ax = history_figure(result, studies).axes[0]
+    assert len(ax.lines) == len(studies) + 1  # best-so-far per study + the gradient optimum
+    assert ax.lines[-1].get_ydata()[0] == pytest.approx(result.gradient_optimum)
+    final = ax.lines[len(studies) - 1]
+    assert final.get_ydata()[-1] == pytest.approx(max(t.value for t in studies[-1].trials[1:]))
+    bars = weights_figure(result).axes[0].patches
+    assert [b.get_height() for b in bars] == pytest.approx(list(result.params.weights.values()))
+    fold_bars = folds_figure(result).axes[0].patches
+    assert [b.get_height() for b in fold_bars] == pytest.approx(result.fold_in_sample + result.fold_scores)
+
+
+def test_report_page_is_self_contained(tuned):
+    import re
+
+    result, out = tuned
+    page = (out / "report.html").read_text()
+    assert not re.search(r"(src|href)=\"(?!data:|#)", page)  # nothing fetched from outside the page
+    assert page.count("data:image/png;base64,") == 3
+    weights = page[page.index('id="weights"'):page.index("</table>", page.index('id="weights"'))]
+    assert all(f"fold {f}" in weights for f in range(FOLDS)) and all(n in weights for n in result.params.weights)
+    folds = page[page.index('id="folds"'):page.index("</table>", page.index('id="folds"'))]
+    assert all(f"{s:.5f}" in folds for s in result.fold_scores + result.fold_in_sample)
+    assert f"{result.gradient_gap:+.2e}" in page
 
 
 def test_tuned_result_reaches_the_gradient_optimum(tuned):
@@ -75,7 +105,7 @@ def test_nested_cv_is_grouped_and_honest(tuned, problem):
         train, test = fold != f, fold == f
         st = _study(out, f"blend-fold{f}")
         best = max((t for t in st.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-        c, norm = search.decode(best.params, ["run0", "run1", "run2"], True, None)
+        c, norm = BlendSpace.of(["run0", "run1", "run2"], True, None).decode(best.params)
         # the mean vector comes from the training folds only (unit, float32 as saved)
         mu = l2_normalise(y[train].mean(axis=0, dtype=np.float64)[None])[0]
         assert best.value == pytest.approx(direct_cosines(stack[:, train], y[train], c, norm, mu).mean(), abs=1e-9)
@@ -84,13 +114,32 @@ def test_nested_cv_is_grouped_and_honest(tuned, problem):
     assert result.out_of_fold == pytest.approx(pooled.mean(), abs=1e-9)
 
 
+def _trial_of_a_killed_process(db, name):
+    """What a process SIGKILLed mid-trial leaves behind: a RUNNING trial claimed by a dead worker."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os, signal, optuna; from ensemble import search; "
+            f"st = optuna.load_study(study_name={name!r}, storage={f'sqlite:///{db}'!r}); t = st.ask(); "
+            "t.suggest_float('w[run0]', 0, 1); t.set_user_attr('worker', search.worker_tag(t.number)); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, check=False)
+    assert res.returncode == -signal.SIGKILL
+    (orphan,) = _study(db.parent, name).get_trials(states=(TrialState.RUNNING,))
+    return orphan
+
+
 def test_study_resumes_and_requeues_a_killed_trial(problem, tmp_path):
     runs, truth = problem
     tune(runs, truth, tmp_path, trials=6, folds=0, progress=False, report=False)
     st = _study(tmp_path, "blend-final")
     assert len(st.trials) == 6 and st.trials[0].user_attrs["source"] == "gradient"
-    orphan = st.ask()  # what a process killed mid-trial leaves behind
-    w0 = orphan.suggest_float("w[run0]", 0, 1)
+    orphan = _trial_of_a_killed_process(tmp_path / "optuna.db", "blend-final")
+    w0 = orphan.params["w[run0]"]
     tune(runs, truth, tmp_path, trials=9, folds=0, progress=False, report=False)
     st = _study(tmp_path, "blend-final")
     states = [t.state for t in st.trials]
@@ -192,4 +241,31 @@ def test_snap_with_a_bank_built_by_index_build(problem, tmp_path):
                   progress=False, report=False)
     doc = json.loads((tmp_path / "out" / "best.json").read_text())
     assert doc["bank"] == str(tmp_path / "bank") and "snap" in doc and result.snap is not None
+    from promptblend.digest import file_digest
+
+    assert doc["bank_digest"] == file_digest(tmp_path / "bank" / "manifest.json")  # what ensemble.blend checks
     assert result.params.mean_vector is not None
+
+
+def test_report_page_in_a_browser(tuned, tmp_path):
+    from browser import PHONE, browser, column, require_chromium, sort_by, visit
+
+    require_chromium()
+    result, out = tuned
+    with browser(tmp_path) as context:
+        v = visit(context, out / "report.html")
+        v.assert_clean()  # no console error, no request but the page itself
+        assert v.page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 300)")
+        assert column(v, "weights", "run") == [*result.params.weights, "mean vector"]
+        finals = {**result.params.weights, "mean vector": result.params.mean_weight}
+        assert sort_by(v, "weights", "final") == "descending"
+        assert column(v, "weights", "run") == sorted(finals, key=lambda n: -finals[n])
+        assert sort_by(v, "weights", "final") == "ascending"
+        assert column(v, "weights", "run") == sorted(finals, key=lambda n: finals[n])
+        assert column(v, "folds", "held_out") == [f"{s:.5f}" for s in result.fold_scores]
+        assert v.overflow() == 0
+        v.screenshot(tmp_path, "report-1280.png")
+        phone = visit(context, out / "report.html", PHONE)
+        phone.assert_clean()
+        assert phone.overflow() == 0  # wide tables scroll inside their own box
+        phone.screenshot(tmp_path, "report-390.png")

@@ -8,15 +8,17 @@ import os
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from ensemble import search
 from ensemble.objective import raw_stats
 from ensemble.synthetic import synthetic_problem
-from ensemble.tuner import Job, run_worker, tune
+from ensemble.tune import BlendSpace, Job, SearchSettings, run_worker, tune
 
 PG_URL = os.environ.get("PROMPTBLEND_TEST_PG_URL")
 N_TRIALS = 30
@@ -35,10 +37,11 @@ def test_three_workers_one_killed_no_trial_lost_or_duplicated(tmp_path):
     raw = raw_stats(stack, truth.embeddings)
     spec = search.storage_spec(PG_URL, tmp_path, workers=3, heartbeat=1)
     name = f"kill-{uuid.uuid4().hex[:8]}"
-    job = Job(name, np.arange(2000), None, [r.name for r in runs], None, N_TRIALS)
+    job = Job(name, np.arange(2000), BlendSpace.of([r.name for r in runs], False, None), N_TRIALS)
+    settings = SearchSettings(spec, "tpe", 0, workers=3)
     study = search.open_study(spec, name)  # created once, before the workers start
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=run_worker, args=(spec, [job], raw, "tpe", 0, w)) for w in range(3)]
+    procs = [ctx.Process(target=run_worker, args=(settings, [job], raw, w)) for w in range(3)]
     for p in procs:
         p.start()
     victim = procs[0]
@@ -110,3 +113,68 @@ def test_tune_with_postgres_workers_end_to_end(tmp_path):
         assert 8 <= c.complete <= 9 and c.running == 0 and c.waiting == 0
     assert (tmp_path / "submission.csv").is_file() and (tmp_path / "best.json").is_file()
     assert not list(tmp_path.glob("optuna.*"))  # nothing local: the study lives in PostgreSQL
+
+
+_HOLD_A_TRIAL = """
+import sys, time, optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ensemble import search
+st = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
+search.register_worker(st)
+t = st.ask()
+t.suggest_float("x", 0, 1)
+t.set_user_attr("worker", search.worker_tag(t.number))
+print(t.number, flush=True)
+time.sleep(600)
+"""
+
+
+def test_only_dead_workers_trials_are_requeued(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    spec = search.storage_spec(str(tmp_path / "s.journal"), tmp_path, workers=2)
+    study = search.open_study(spec, "shared")
+    worker = subprocess.Popen([sys.executable, "-c", _HOLD_A_TRIAL, spec.url], cwd=root, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(root)}, text=True)
+    try:
+        held = int(worker.stdout.readline())
+        starting = study.ask()  # a trial whose worker has not recorded itself yet (just asked)
+        # a live worker's trial is left alone, and while one lives an unclaimed trial may be its next one
+        assert search.recover_orphans(study) == 0
+        assert search.counts(study).running == 2
+    finally:
+        worker.kill()
+        worker.wait()
+    # its worker is dead now, and with no other worker alive the unclaimed trial is an orphan too
+    assert search.recover_orphans(study) == 2
+    trials = study.get_trials(deepcopy=False)
+    assert trials[held].state == TrialState.FAIL and trials[starting.number].state == TrialState.FAIL
+    retries = {t.system_attrs["failed_trial"]: t for t in trials if t.state == TrialState.WAITING}
+    assert sorted(retries) == sorted([held, starting.number]) and retries[held].params == trials[held].params
+    assert search.recover_orphans(study) == 0  # once
+
+
+def test_a_worker_whose_trial_is_failed_under_it_moves_on(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    spec = search.storage_spec(str(tmp_path / "s.journal"), tmp_path, workers=2)
+    study = search.open_study(spec, "shared")
+    # another process's view of the study (its own storage object and journal worker id)
+    other = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(spec.url)))
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 2:  # taken for an orphan by the other process while it runs here
+            other.tell(trial.number, state=TrialState.FAIL)
+            other.enqueue_trial({"x": x}, user_attrs={"retry_of": 2})
+        return -((x - 0.5) ** 2)
+
+    search.run_study(study, objective, 5, orphans=True)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 5 and trials[2].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 2]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[2].params

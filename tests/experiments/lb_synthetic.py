@@ -36,3 +36,9 @@ def graded_scores(n: int, k: int, gap: float, seed: int = 0, spread: float = 0.1
     rng = np.random.default_rng(seed)
     base = rng.uniform(0.35, 0.85, n)
     return np.clip(base[None, :] - gap * np.arange(k)[:, None] + rng.normal(0, spread, (k, n)), -1, 1)
+
+
+def entry_cosines(n: int, seed: int, mean: float) -> np.ndarray:
+    """Per-image cosines of one entry: a difficulty shared by all entries plus the entry's own noise."""
+    base = np.random.default_rng(0).uniform(0.3, 0.9, n)
+    return np.clip(base - 0.6 + mean + np.random.default_rng(seed).normal(0, 0.1, n), -1, 1)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 import pytest
+from drawn import assert_drawn
 
 from experiments.demo import run_demo
 from experiments.demo.__main__ import main as demo_main
@@ -26,21 +27,24 @@ TINY = DemoSize(
 )
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: relative path -> (size, mtime in ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     bank = root / "my-bank.txt"
     bank.write_text("a red ball in a green meadow, highly detailed\nan oil painting of a blue star at sunset\n")
-    t0 = time.perf_counter()
     first = run_demo(out=root / "out", size=TINY, bank=bank, cache=root / "cache", progress=False, quiet=True)
-    first_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    cached = _files(root / "cache")
     second = run_demo(out=root / "out2", size=TINY, bank=bank, cache=root / "cache", progress=False, quiet=True)
-    return root, first, second, first_s, time.perf_counter() - t0
+    return root, first, second, cached, _files(root / "cache")
 
 
 def test_every_entry_is_scored_on_the_test_split(demo):
-    _, first, _, _, _ = demo
+    _, first, *_ = demo
     assert set(first.scores) == {*PREDICTORS, BASELINE, BLEND}
     for row in first.table:
         assert row["ci_low"] <= row["score"] <= row["ci_high"]
@@ -49,13 +53,13 @@ def test_every_entry_is_scored_on_the_test_split(demo):
 
 
 def test_blend_beats_every_predictor_on_held_out_images(demo):
-    _, first, _, _, _ = demo
+    _, first, *_ = demo
     assert first.blend_beats_all, first.scores
     assert first.scores["clip-regressor"] > first.scores[BASELINE], first.scores
 
 
 def test_submission_is_valid_and_reports_are_written(demo):
-    root, first, _, _, _ = demo
+    root, first, *_ = demo
     images = root / "cache"
     test_dirs = list(images.glob("data-*/test/images"))
     assert len(test_dirs) == 1
@@ -63,16 +67,28 @@ def test_submission_is_valid_and_reports_are_written(demo):
     out = root / "out"
     saved = json.loads((out / "demo.json").read_text())
     assert saved["scores"] == pytest.approx(first.scores)
-    for name in ("leaderboard/leaderboard.csv", "leaderboard/intervals.png", "tune/best.json"):
+    for name in ("leaderboard/leaderboard.csv", "leaderboard/leaderboard.html", "tune/best.json"):
         assert (out / name).is_file(), name
+    for name in ("leaderboard/intervals.png", "leaderboard/public_private.png", "examples.png"):
+        assert_drawn(out / name, min_size=(600, 400))
 
 
 def test_second_run_reuses_the_cache(demo):
-    _, first, second, first_s, second_s = demo
+    """Data, CLIP, heads, bank index and runs come back from the cache: not one cached file is rewritten."""
+    _, first, second, before, after = demo
     assert second.scores == pytest.approx(first.scores)
-    assert second_s < first_s / 2
+    assert any(name.endswith("model.safetensors") for name in before) and any(n.endswith("embeddings.npy") for n in before)
+    assert after == before
 
 
 def test_cli_rejects_a_missing_bank(tmp_path, capsys):
     assert demo_main(["--bank", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")]) == 2
     assert "prompt bank not found" in capsys.readouterr().err
+
+
+def test_fine_tuned_regressor_is_compared_with_the_frozen_head(demo):
+    _, first, _, _, _ = demo
+    r = first.regressors
+    other = {"frozen": "finetuned", "finetuned": "frozen"}[r["chosen"]]
+    assert r[f"{r['chosen']}_val"] >= r[f"{other}_val"]  # chosen on validation, never on test
+    assert first.scores["clip-regressor"] == pytest.approx(r[f"{r['chosen']}_test"], abs=1e-5)  # the table's row

@@ -9,40 +9,21 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from lb_synthetic import truth_run, with_cosines
-from PIL import Image
+from drawn import assert_drawn
+from lb_synthetic import entry_cosines, truth_run, with_cosines
 
 from experiments import entry_from_arrays, load_entries
-from experiments.leaderboard import leaderboard, main
+from experiments.leaderboard import leaderboard, record_result, write_outputs
+from experiments.leaderboard.__main__ import main
 from experiments.record import history
 from promptblend.errors import ConfigError
 from promptblend.runs import Run, save_run
-from promptblend.submission import write_submission
 
 N = 300
 
 
 def _cosines(seed: int, mean: float) -> np.ndarray:
-    """Per-image cosines: a difficulty shared by all entries plus the entry's own noise."""
-    base = np.random.default_rng(0).uniform(0.3, 0.9, N)
-    return np.clip(base - 0.6 + mean + np.random.default_rng(seed).normal(0, 0.1, N), -1, 1)
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    truth = truth_run(N)
-    save_run(tmp_path / "truth", truth)
-    runs = tmp_path / "runs"
-    t64 = truth.embeddings.astype(np.float64)
-    for i, mean in enumerate([0.62, 0.57, 0.5]):
-        emb = with_cosines(t64, _cosines(i, mean), np.random.default_rng(10 + i))
-        save_run(runs / f"model{i}", Run(truth.ids, emb, {"name": f"model{i}", "predictor": f"p{i}", "config": {"i": i}, "wall_time_s": 1.5}))
-    blend = runs / "blend"
-    write_submission(blend / "submission.csv", truth.ids, with_cosines(t64, _cosines(7, 0.66), np.random.default_rng(7)))
-    (blend / "best.json").write_text(json.dumps({"weights": {"model0": 0.6, "model1": 0.4}, "in_sample": 0.66, "out_of_fold": 0.635}))
-    outside = tmp_path / "outside.csv"
-    write_submission(outside, truth.ids, with_cosines(t64, _cosines(8, 0.53), np.random.default_rng(8)))
-    return tmp_path, truth, runs, outside
+    return entry_cosines(N, seed, mean)
 
 
 def test_cli_end_to_end(workspace, capsys):
@@ -62,31 +43,52 @@ def test_cli_end_to_end(workspace, capsys):
     assert table.loc[0, "overfit"] == pytest.approx(0.025)
     assert table["p_first_private"].sum() == pytest.approx(1)
     for name in ("intervals", "public_private", "ranks", "per_image_hist"):
-        with Image.open(out / f"{name}.png") as im:
-            assert im.width > 500 and im.height > 250
+        assert_drawn(out / f"{name}.png", min_size=(500, 250))
+    page = (out / "leaderboard.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "http://" not in page and "https://" not in page
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best"] == "blend" and summary["comparison"]["a"] == "blend"
     # a second session with a fixed split: history grows, the same entries are recognised
     assert main(argv[:-4] + ["--public-ids", str(tmp / "public.txt"), "--splits", "100", "--record", str(db), "--no-plots"]) == 0
-    assert "fixed split, boards bootstrap-resampled 100 times" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "fixed split, boards bootstrap-resampled 100 times" in text and "recorded session 2" in text
     rows = history(db)
     assert len(rows) == 5 and all(r["times_seen"] == 2 for r in rows)
     assert [r["name"] for r in rows if r["best"]] == ["blend"]
+    page = (out / "leaderboard.html").read_text()
+    assert "data:image/png" not in page and "Intervals and shake-up" not in page
+    assert "Every entry ever scored (5; best in bold)" in page
 
 
 def test_api_with_in_memory_entries(tmp_path):
     truth = truth_run(N)
     t64 = truth.embeddings.astype(np.float64)
     entries = [entry_from_arrays(f"e{i}", truth.ids, with_cosines(t64, _cosines(i, 0.6 - 0.05 * i), np.random.default_rng(i))) for i in range(3)]
-    res = leaderboard(entries, truth, out=None, splits=100, record_path=False, progress=False, quiet=True)
-    assert res.best == "e0" and res.files == {} and res.session_id is None
+    res = leaderboard(entries, truth, splits=100, progress=False)
+    assert res.best == "e0" and res.order == [0, 1, 2] and not list(tmp_path.iterdir())
     # a blend tuned without CV has no out-of-fold score: reports and plots still work
     entries[0].tuning = {"in_sample": 0.61, "out_of_fold": None, "overfit": None}
-    tuned = leaderboard(entries, truth, out=tmp_path / "lb", splits=50, record_path=False, progress=False, quiet=True)
-    assert tuned.rows[0]["in_sample"] == 0.61 and tuned.rows[0]["overfit"] is None and tuned.files["intervals"].is_file()
+    tuned = leaderboard(entries, truth, splits=50, progress=False)
+    files = write_outputs(tuned, tmp_path / "lb")
+    assert tuned.rows[0]["in_sample"] == 0.61 and tuned.rows[0]["overfit"] is None
+    assert sorted(files) == ["csv", "histogram", "html", "intervals", "public_private", "ranks", "summary"]
+    assert all(p.is_file() and p.parent == tmp_path / "lb" for p in files.values())
     assert res.simulation.splits == 100 and res.scored.scores.shape == (3, N)
     with pytest.raises(ConfigError, match="not in the scored image set"):
-        leaderboard(entries, truth, public_ids=["nope"], record_path=False, quiet=True)
+        leaderboard(entries, truth, public_ids=["nope"])
+
+
+def test_record_result_is_a_separate_call(tmp_path):
+    truth = truth_run(N)
+    t64 = truth.embeddings.astype(np.float64)
+    entries = [entry_from_arrays(f"e{i}", truth.ids, with_cosines(t64, _cosines(i, 0.6 - 0.05 * i), np.random.default_rng(i))) for i in range(2)]
+    res = leaderboard(entries, truth, splits=20, progress=False)
+    db = tmp_path / "rec.sqlite"
+    assert not db.exists()
+    sid = record_result(res, db, out=tmp_path / "lb")
+    rows = history(db, res.scored.image_set)
+    assert sid == 1 and [r["name"] for r in rows] == ["e0", "e1"]
+    assert rows[0]["score"] == pytest.approx(res.rows[0]["score"]) and rows[0]["last_session"] == sid
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -116,7 +118,7 @@ def test_kaggle_sample_fixed_truth_run(kaggle_sample, tmp_path):
 
     ids, emb = read_submission(kaggle_sample / "sample_submission.csv")
     entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})
-    res = leaderboard(entries, Run(ids, emb, {"name": "truth"}), out=tmp_path / "lb", splits=50, record_path=False, quiet=True)
+    res = leaderboard(entries, Run(ids, emb, {"name": "truth"}), splits=50, progress=False)
     assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-6)
     assert res.simulation.n_public == 1 and res.simulation.n_private == 6
 
@@ -125,5 +127,7 @@ def test_kaggle_sample_fixed_truth_run(kaggle_sample, tmp_path):
 def test_kaggle_sample_scores_one_against_prompts(kaggle_sample, tmp_path):
     """Truth embedded from the sample's prompts.csv with the scoring model: the sample submission scores 1.0."""
     entries = load_entries(submissions={"sample": kaggle_sample / "sample_submission.csv"})
-    res = leaderboard(entries, kaggle_sample / "prompts.csv", out=tmp_path / "lb", splits=50, record_path=tmp_path / "r.sqlite", quiet=True)
+    res = leaderboard(entries, kaggle_sample / "prompts.csv", splits=50, progress=False)
     assert res.rows[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    record_result(res, tmp_path / "r.sqlite")
+    assert history(tmp_path / "r.sqlite")[0]["name"] == "sample"

@@ -63,3 +63,25 @@ def test_concurrent_writers(tmp_path):
     assert all(r["times_seen"] == sessions // 3 for r in rows)
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_best_per_day_and_the_html_record(tmp_path):
+    from experiments.pages import best_per_day
+
+    rows = [
+        {"name": "a", "kind": "run", "score": 0.50, "first_seen": "2026-01-01T10:00:00+00:00"},
+        {"name": "b", "kind": "run", "score": 0.55, "first_seen": "2026-01-01T12:00:00+00:00"},
+        {"name": "c", "kind": "blend", "score": 0.52, "first_seen": "2026-01-03T09:00:00+00:00"},
+        {"name": "d", "kind": "blend", "score": 0.60, "first_seen": "2026-01-04T09:00:00+00:00"},
+    ]
+    days = best_per_day(rows)
+    assert [(d["day"], d["name"], d["best_so_far"], d["new"]) for d in days] == [
+        ("2026-01-01", "b", 0.55, 2), ("2026-01-03", "c", 0.55, 1), ("2026-01-04", "d", 0.60, 1)
+    ]
+    db = tmp_path / "rec.sqlite"
+    record.record_session(db, "set1", {"splits": 10}, [_entry("a", 0.5), _entry("b <i>", 0.6)])
+    record.record_session(db, "set2", {"splits": 10}, [_entry("c", 0.3)])
+    assert record.main(["--db", str(db), "--html", str(tmp_path / "r.html"), "--image-set", "set1"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Image set set1" in page and "Image set set2" not in page and "b &lt;i&gt;" in page
+    assert page.count("<tr") - page.count("<tr><th") == 1 + 2 + 1  # best per day, 2 entries, 1 session

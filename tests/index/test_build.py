@@ -92,6 +92,14 @@ def test_rebuild_with_same_settings_is_a_cache_hit(bank_dir, prompt_file):
     assert json.dumps(m, indent=2) == before
 
 
+def test_work_left_by_a_build_killed_after_its_manifest_is_removed(bank_dir, prompt_file):
+    work = bank_dir / ".build" / "shards"
+    work.mkdir(parents=True)
+    (work / "left.npy").write_bytes(b"x")  # what a kill between publishing and cleanup leaves
+    build_bank(BuildConfig(prompts=[str(prompt_file)], values_backend="torch", shard_size=32), bank_dir, progress=False)
+    assert not (bank_dir / ".build").exists()
+
+
 def test_near_dedup_drops_paraphrases(tmp_path, shared_data):
     base = _real_prompts(shared_data, 30)
     p = tmp_path / "b.jsonl"
@@ -143,12 +151,16 @@ def test_killed_build_resumes_where_it_stopped(tmp_path, shared_data):
     proc = subprocess.Popen([sys.executable, "-m", "index.build", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = out / ".build" / "shards"
+
+    def finished_shards() -> int:  # not the hidden temp file of the shard being written
+        return sum(not p.name.startswith(".") for p in shards.glob("*.npy"))
+
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(shards.glob("*.npy"))) < 3 and proc.poll() is None:
+    while time.time() < deadline and finished_shards() < 3 and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(list(shards.glob("*.npy")))
+    done_before = finished_shards()
     assert 3 <= done_before < 10, "killed mid-way"
     assert not (out / "manifest.json").exists()
 

@@ -53,8 +53,29 @@ def test_invariants(count, dim, budget_gb):
             choose_index(count, dim, budget)
 
 
-def test_is_pure():
-    assert index_candidates(1_900_000, 384, 2 * GiB) == index_candidates(1_900_000, 384, 2 * GiB)
+def test_is_pure(monkeypatch):
+    """The choice depends on its arguments alone: no FAISS, no files, no memory probe, no randomness."""
+    import builtins
+    import os
+    import random
+    import sys
+
+    import numpy as np
+
+    cases = [(n, d, b) for n in (5_000, 300_000, 1_900_000, 50_000_000) for d in (64, 384) for b in (GiB // 4, 2 * GiB)]
+    expected = [index_candidates(*c) for c in cases]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("index choice touched the outside world")
+
+    for module in ("faiss", "psutil", "torch"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing it now fails
+    monkeypatch.setattr(builtins, "open", forbidden)
+    monkeypatch.setattr(os, "stat", forbidden)
+    monkeypatch.setattr(os, "sysconf", forbidden)
+    random.seed(7)
+    np.random.seed(7)
+    assert [index_candidates(*c) for c in cases] == expected
 
 
 def test_ivf_lists_grow_with_count():

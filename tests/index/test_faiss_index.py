@@ -1,5 +1,9 @@
 """Index building, exact search, recall measurement and search-parameter tuning on real FAISS."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -108,3 +112,28 @@ def test_tuning_on_given_queries_measures_recall_on_them():
     _, truth = exact_search(keys, q, 10)
     _, found = index.search(q, 10)
     assert recall_at_k(found, truth) == pytest.approx(t["recall"], abs=1e-5)
+
+
+WRITE_PAST_LIMIT = """
+import resource, sys
+import faiss, numpy as np
+from index.faiss_index import write_index
+from promptblend.errors import DiskFullError
+index = faiss.IndexFlatIP(64)
+index.add(np.ones((2000, 64), np.float32))
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try:
+    write_index(index, sys.argv[1], needed=2000 * 64 * 4)
+except DiskFullError as e:
+    print(e)
+"""
+
+
+def test_writing_an_index_past_a_file_size_limit_is_a_disk_full_error(tmp_path):
+    """faiss's own writer reports EFBIG as a RuntimeError without errno; ours names it."""
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", WRITE_PAST_LIMIT, str(tmp_path / "index.faiss")], cwd=repo,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("file size limit exceeded writing") and "(needs 500.0 KB)" in r.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -73,3 +73,36 @@ def test_unsupported_and_missing_files(tmp_path):
         reader_for(tmp_path / "bank.xlsx")
     with pytest.raises(BankError, match="not found"):
         list(iter_prompts([tmp_path / "nope.txt"]))
+
+
+def test_undecodable_bytes_read_as_errors_replace_did_and_are_counted(tmp_path):
+    from index.sources import DecodeReport
+
+    raw = [b"caf\xe9 cr\xe8me", b"ok line", b"cut \xe2\x82 short", b"\xff\xfe"]
+    p = tmp_path / "b.txt.gz"
+    p.write_bytes(gzip.compress(b"\n".join(raw) + b"\n"))
+    report = DecodeReport()
+    assert [t for _, t in iter_prompts([p], report)] == [r.decode("utf-8", "replace") for r in raw]
+    assert report.replaced == {0: 3} and report.first_line == {0: 1} and report.total() == 3
+    with pytest.raises(BankError, match=r"b\.txt\.gz:1 is not valid UTF-8"):
+        list(iter_prompts([p], DecodeReport(strict=True)))
+
+
+def test_lone_surrogates_from_json_escapes_are_replaced(tmp_path):
+    from index.sources import DecodeReport
+
+    p = tmp_path / "b.jsonl"
+    p.write_text('"half \\ud83c pair"\n"fine"\n')
+    report = DecodeReport()
+    assert [t for _, t in iter_prompts([p], report)] == ["half \ufffd pair", "fine"]
+    assert report.total() == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip", "bad crc"])
+def test_damaged_gzip_is_a_bank_error_naming_the_file(tmp_path, damage):
+    data = gzip.compress(("a red castle\n" * 5000).encode())
+    p = tmp_path / "b.txt.gz"
+    p.write_bytes({"truncated": data[: len(data) // 2], "not gzip": b"plain text\n",
+                   "bad crc": data[:-8] + b"\0" * 8}[damage])
+    with pytest.raises(BankError, match=r"cannot read prompt file .*b\.txt\.gz"):
+        list(iter_prompts([p]))

@@ -9,7 +9,7 @@ import pytest
 from shapes import make_shapes
 
 from predictors.clipcap import train_clipcap
-from predictors.clipcap.train import main as clipcap_main
+from predictors.clipcap.train.__main__ import main as clipcap_main
 from predictors.registry import create_predictor
 from predictors.training import read_metrics
 from promptblend.errors import ConfigError, ModelNotFoundError

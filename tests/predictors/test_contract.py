@@ -1,19 +1,23 @@
 """Contract tests over every registry entry named ``*-tiny`` (and ``external``): the same checks for all.
 
-A run over real images has one unit-norm float32 384-d row per image id, in the image set's order
-(checked against one-image-at-a-time predictions), and the second run is a cache hit. Entries that
-declare ``"requires": [...]`` in their JSON get those inputs from ``RESOURCES`` or are skipped.
+A run over drawn images (PNG and JPEG, :mod:`shapes`: no ../shared needed) has one unit-norm float32
+384-d row per image id, in the image set's order (checked against one-image-at-a-time predictions), and
+the second run is a cache hit: no model set up, nothing predicted, the run folder untouched. Entries
+that declare ``"requires": [...]`` in their JSON get those inputs from ``RESOURCES`` (a missing
+builder fails the test).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
+from shapes import COLOURS, SHAPES
 
+import predictors.run
+from predictors.base import Predictor
 from predictors.registry import create_predictor, get_predictor_config, list_predictors
 from predictors.run import run_predictor
 from promptblend.images import open_image_set
@@ -24,7 +28,7 @@ from promptblend.vectors import l2_normalise
 CONTRACT_ENTRIES = [n for n in list_predictors() if n.endswith("-tiny") or n == "external"]
 
 
-def _external_source(images: Path, tmp: Path, data: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _external_source(images: Path, tmp: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """A submission CSV for the set's ids, written in reverse order (the run must re-align it)."""
     ids = open_image_set(images).ids
     emb = l2_normalise(np.random.default_rng(0).normal(size=(len(ids), 384)))
@@ -32,34 +36,35 @@ def _external_source(images: Path, tmp: Path, data: Path) -> tuple[dict, dict[st
     return {"source": str(tmp / "outside.csv")}, dict(zip(ids, emb))
 
 
-def _knn_index(images: Path, tmp: Path, data: Path) -> tuple[dict, None]:
-    """A 40-prompt bank keyed by the tiny CLIP (what ``knn-tiny`` searches)."""
-    import pandas as pd
-
+def _knn_index(images: Path, tmp: Path) -> tuple[dict, None]:
+    """A 48-prompt bank of shape descriptions keyed by the tiny CLIP (what ``knn-tiny`` searches)."""
     from index.build import BuildConfig, build_bank
 
-    src = tmp / "bank.csv"
-    pd.read_csv(data / "drawbench-sd1" / "prompts.csv")[["prompt"]].drop_duplicates().head(40).to_csv(src, index=False)
+    src = tmp / "bank.txt"
+    src.write_text("".join(f"a {c} {s} on a plain background\n" for c in COLOURS for s in SHAPES + ("star",)))
     build_bank(BuildConfig(prompts=[str(src)], keys="pb-tiny-clip", values_backend="torch"), tmp / "bank", progress=False)
     return {"index": str(tmp / "bank")}, None
 
 
-#: requirement name -> builder(image folder, temp folder, ../shared/data) -> (config, expected rows by id or None)
-RESOURCES: dict[str, Callable[[Path, Path, Path], tuple[dict, dict[str, np.ndarray] | None]]] = {
+#: requirement name -> builder(image folder, temp folder) -> (config, expected rows by id or None)
+RESOURCES: dict[str, Callable[[Path, Path], tuple[dict, dict[str, np.ndarray] | None]]] = {
     "source": _external_source,
     "index": _knn_index,
 }
 
 
-def _resources(name: str, images: Path, tmp: Path, data: Path) -> tuple[dict, dict[str, np.ndarray] | None]:
+def _resources(name: str, images: Path, tmp: Path) -> tuple[dict, dict[str, np.ndarray] | None]:
     config: dict = {}
     expected = None
     for need in get_predictor_config(name).get("requires", []):
-        if need not in RESOURCES:
-            pytest.skip(f"{name} requires '{need}', which this test cannot build")
-        more, expected = RESOURCES[need](images, tmp, data)
+        assert need in RESOURCES, f"{name} requires '{need}': add a builder to RESOURCES"
+        more, expected = RESOURCES[need](images, tmp)
         config.update(more)
     return config, expected
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a cache hit must not set up a model or predict")
 
 
 def test_registry_has_the_seed_systems():
@@ -75,12 +80,12 @@ def test_registry_has_the_seed_systems():
 
 
 @pytest.mark.parametrize("name", CONTRACT_ENTRIES)
-def test_contract(name, mixed_images, shared_data, tmp_path):
-    config, expected = _resources(name, mixed_images, tmp_path, shared_data)
-    image_set = open_image_set(mixed_images)
+def test_contract(name, drawn_images, tmp_path, monkeypatch):
+    config, expected = _resources(name, drawn_images, tmp_path)
+    image_set = open_image_set(drawn_images)
     out = tmp_path / "runs"
     # batch 3 and shard 4: batches straddle shard boundaries
-    run = run_predictor(name, mixed_images, out, config, batch_size=3, workers=1, shard_size=4, progress=False)
+    run = run_predictor(name, drawn_images, out, config, batch_size=3, workers=1, shard_size=4, progress=False)
 
     emb = run.embeddings
     assert emb.shape == (len(image_set), 384) and emb.dtype == np.float32
@@ -101,8 +106,43 @@ def test_contract(name, mixed_images, shared_data, tmp_path):
         assert (cos > 0.999).all(), f"batched rows differ from single-image predictions: cos {cos.round(4)}"
         assert np.ptp(emb, axis=0).max() > 1e-3, "every image got the same vector: order cannot be checked"
 
-    t0 = time.perf_counter()
-    again = run_predictor(name, mixed_images, out, config, progress=False)
+    # the second run is a cache hit: nothing is set up or predicted, the run folder is left as it was
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.path.rglob("*")) if p.is_file()}
+    monkeypatch.setattr(Predictor, "ensure_setup", _refuse)
+    monkeypatch.setattr(predictors.run, "BatchStream", _refuse)
+    again = run_predictor(name, drawn_images, out, config, progress=False)
     assert again.meta.get("cache_hit") and again.path == run.path
-    assert time.perf_counter() - t0 < 10
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.path.rglob("*")) if p.is_file()} == files
     np.testing.assert_array_equal(again.embeddings, emb)
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [("captioner-tiny", "model"), ("clip-interrogator-tiny", "caption_model"),
+     ("clip-interrogator-tiny", "clip_pretrained"), ("knn-tiny", "clip_pretrained")],
+)
+def test_local_weights_are_keyed_by_content(name, key, tmp_path):
+    """A local weights file or model folder named in the config enters the cache key by content."""
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    keys = []
+    for content, target in ((b"one", weights), (b"two", weights), (b"two", weights.parent), (b"three", weights.parent)):
+        weights.write_bytes(content)
+        keys.append(create_predictor(name, **{key: str(target)}).cache_inputs())
+    assert keys[0] != keys[1] and keys[2] != keys[3], keys
+    weights.write_bytes(b"two")
+    assert create_predictor(name, **{key: str(weights)}).cache_inputs() == keys[1]  # same bytes, same key
+    assert key not in create_predictor(name).cache_inputs()  # hub names and tags are not paths
+
+
+def test_caches_and_banks_are_not_hashed_whole(tmp_path):
+    """The label cache is an output (its growth must not change the key); a bank is keyed by its manifest."""
+    cache = tmp_path / "labels"
+    cache.mkdir()
+    before = create_predictor("clip-interrogator-tiny", label_cache=str(cache)).cache_inputs()
+    (cache / "more.npy").write_bytes(b"x")
+    assert create_predictor("clip-interrogator-tiny", label_cache=str(cache)).cache_inputs() == before
+    (tmp_path / "manifest.json").write_text('{"build_hash": "a"}')
+    first = create_predictor("knn-tiny", index=str(tmp_path)).cache_inputs()
+    (tmp_path / "index.faiss").write_bytes(b"large")
+    assert create_predictor("knn-tiny", index=str(tmp_path)).cache_inputs() == first

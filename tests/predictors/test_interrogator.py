@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from predictors.captioner import strip_query
-from predictors.interrogator_labels import BANKS, LabelBanks, load_bank, top_k
+from predictors.interrogator_labels import (
+    BANKS,
+    LabelBanks,
+    PackageLabels,
+    load_bank,
+    top_k,
+)
 from predictors.registry import create_predictor
 from promptblend.errors import ConfigError
 
@@ -67,21 +73,21 @@ def test_label_embeddings_cached_on_disk(interrogator, label_cache):
     files = sorted(label_cache.rglob("*.npy"))
     assert {f.name.split("-")[0] for f in files} >= set(BANKS)
     stamps = {f: f.stat().st_mtime_ns for f in files}
-    again = LabelBanks.build(interrogator.clip, limit=50, cache=label_cache)
+    again = LabelBanks.build(interrogator.clip, PackageLabels(50), cache=label_cache)
     after = {f: f.stat().st_mtime_ns for f in sorted(label_cache.rglob("*.npy"))}
     assert after == stamps, "the second build reads the cache and writes nothing"
     np.testing.assert_array_equal(again.embeds, interrogator.banks.embeds)
 
 
-def test_modes(interrogator, mixed_images):
+def test_modes(interrogator, drawn_images):
     from promptblend.images import open_image_set
 
-    s = open_image_set(mixed_images)
+    s = open_image_set(drawn_images)
     clip_pixels, blip_pixels = interrogator.collate([interrogator.preprocess(s.load(i)) for i in range(3)])
     from promptblend.clip import embed_images
 
     feats = torch.from_numpy(embed_images(interrogator.clip, clip_pixels))
-    captions = interrogator.captioner.generate(blip_pixels, max_new_tokens=6, min_new_tokens=2)
+    captions = interrogator.caption_source.model.generate(blip_pixels, max_new_tokens=6, min_new_tokens=2)
     labels = set(interrogator.banks.labels)
     fast = interrogator.fast(feats, captions)
     classic = interrogator.classic(feats, captions)
@@ -98,14 +104,48 @@ def test_modes(interrogator, mixed_images):
         create_predictor("clip-interrogator-tiny", mode="slow")
 
 
-def test_captioner_query(mixed_images):
+def test_captioner_query(drawn_images):
     from promptblend.images import open_image_set
 
     assert strip_query("A picture of a cat", "a picture of") == "a cat"
     assert strip_query("a cat", "What does the image describe?") == "a cat"
     p = create_predictor("captioner-tiny", query="a picture of", max_new_tokens=5)
-    s = open_image_set(mixed_images)
+    s = open_image_set(drawn_images)
     emb = p.predict([s.load(0), s.load(1)])
     assert emb.shape == (2, 384)
     texts = p.caption(p.collate([p.preprocess(s.load(0))]))
     assert texts[0] and not texts[0].lower().startswith("a picture of")
+
+
+@pytest.mark.slow
+def test_new_clip_weights_in_the_same_file_are_a_new_run(drawn_images, tmp_path):
+    """Defect: the cache key named the CLIP weights file only. The same command, run as the CLI (a fresh
+    process each time), after the file's weights change gives a new run with other prompts."""
+    import os
+    import subprocess
+    import sys
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from promptblend.clip import TINY_CLIP, register_clip_configs
+    from promptblend.runs import list_runs, load_run
+
+    register_clip_configs()
+    weights, out = tmp_path / "clip.safetensors", tmp_path / "runs"
+    command = [sys.executable, "-m", "predictors.run", "clip-interrogator-tiny", "--images", str(drawn_images),
+               "--out", str(out), "--workers", "0", "--quiet", "--config", f"clip_pretrained={weights}", "mode=fast",
+               "label_limit=30", f"label_cache={tmp_path / 'labels'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    said = []
+    for seed in (1, 2, 2):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(TINY_CLIP, pretrained=None)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        said.append(done.stdout)
+    assert "computed" in said[0] and "computed" in said[1] and "cache hit" in said[2], said
+    runs = [load_run(p) for p in list_runs(out)]
+    assert len(runs) == 2 and runs[0].prompts != runs[1].prompts

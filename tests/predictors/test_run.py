@@ -123,3 +123,109 @@ def test_cli_help_and_cache_hit(mixed_images, tmp_path, capsys):
     assert main(args) == 0 and "cache hit" in capsys.readouterr().out
     assert main(args + ["bogus=1"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: predictor 'captioner-tiny' has no config key(s) bogus")
+
+
+# ---------------------------------------------------------------- image sets as WebDataset shards
+
+
+@pytest.fixture(scope="module")
+def drawn_shards(drawn_images, tmp_path_factory):
+    """The drawn images (no prompts) as shards of 2, converted with experiments.sets (original bytes, ids = stems)."""
+    from experiments.sets import convert
+
+    root = tmp_path_factory.mktemp("drawn-shards")
+    shutil.copytree(drawn_images, root / "images", ignore=shutil.ignore_patterns("*.csv"))
+    convert(root / "images", root / "set", shard_size=2)
+    return root / "set"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predictor_over_shards_equals_over_the_folder(drawn_images, drawn_shards, tmp_path, workers):
+    folder = run_predictor("clip-regressor-tiny", drawn_images, tmp_path / "f", batch_size=4, workers=0,
+                           shard_size=4, progress=False)
+    pattern = str(drawn_shards / "images-{000000..000002}.tar")
+    shards = run_predictor("clip-regressor-tiny", pattern, tmp_path / "s", batch_size=4, workers=workers,
+                           shard_size=4, progress=False)
+    assert shards.ids == folder.ids and shards.path.name == folder.path.name  # same content -> same run key
+    np.testing.assert_allclose(shards.embeddings, folder.embeddings, atol=1e-6)
+
+
+def test_bad_shard_sets_are_named_and_write_no_run(drawn_shards, tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "promptblend"))
+    from test_shards import _bad_sets
+
+    for what, (source, shard, key) in _bad_sets(tmp_path / "bad").items():
+        out = tmp_path / "runs"
+        args = ["clip-regressor-tiny", "--images", *map(str, source), "--out", str(out), "--quiet", "--workers", "0"]
+        assert main(args) == 2, what
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: shard") and shard in err and (key is None or repr(key) in err), (what, err)
+        assert not out.exists() or not any(out.iterdir()), what
+
+
+def test_resume_over_shards_recomputes_only_missing_shards(drawn_shards, tmp_path, monkeypatch):
+    import predictors.run as runner
+
+    out = tmp_path / "runs"
+    first = run_predictor("clip-regressor-tiny", drawn_shards, out, shard_size=2, workers=0, progress=False)
+    partial = out / f"{first.path.name}.partial"
+    partial.mkdir()
+    (partial / "ids.txt").write_text("\n".join(first.ids) + "\n")
+    np.savez(partial / "rows-000000000-000000002.npz", embeddings=first.embeddings[:2])
+    shutil.rmtree(first.path)
+    asked = []
+    rows = runner.BatchStream.rows
+    monkeypatch.setattr(runner.BatchStream, "rows", lambda self, a, b: asked.append((a, b)) or rows(self, a, b))
+    resumed = run_predictor("clip-regressor-tiny", drawn_shards, out, shard_size=2, workers=0, progress=False)
+    assert asked == [(2, 4), (4, 6)]
+    np.testing.assert_allclose(resumed.embeddings, first.embeddings, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ray_backend_equals_local(drawn_shards, tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}})
+    try:
+        local = run_predictor("clip-regressor-tiny", drawn_shards, tmp_path / "local", shard_size=2, workers=0,
+                              progress=False)
+        assert main(["clip-regressor-tiny", "--images", str(drawn_shards), "--out", str(tmp_path / "ray"),
+                     "--backend", "ray", "--quiet"]) == 0
+        (remote,) = [load_run(p) for p in (tmp_path / "ray").iterdir()]
+        # a model an actor cannot build is the same named error as locally, and no run
+        bad = ["captioner-tiny", "--images", str(drawn_shards), "--out", str(tmp_path / "bad"), "--backend", "ray",
+               "--config", "model=/nonexistent/blip", "--quiet"]
+        assert main(bad) == 2 and not any(is_run(p) for p in (tmp_path / "bad").glob("*"))
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "error: caption model path does not exist: /nonexistent/blip"
+    finally:
+        ray.shutdown()
+    assert remote.meta["backend"] == "ray" and remote.meta["actors"] == 2
+    assert remote.ids == local.ids and remote.path.name == local.path.name  # same cache key
+    np.testing.assert_allclose(remote.embeddings, local.embeddings, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, kind", [("clip-regressor-tiny", "folder"), ("clip-regressor-tiny", "shards"),
+                                        ("captioner-tiny", "folder"), ("clip-interrogator-tiny", "folder")])
+def test_dataloader_workers_get_a_light_transform_never_the_model(drawn_images, drawn_shards, tmp_path,
+                                                                  monkeypatch, name, kind):
+    import pickle
+
+    import torch.utils.data
+
+    real, payloads = torch.utils.data.DataLoader, []
+
+    class Recording(real):  # a subclass, so modules that subclass DataLoader on import still can
+        def __init__(self, dataset, *args, **kwargs):
+            payloads.append(len(pickle.dumps((dataset, kwargs["collate_fn"]))))
+            super().__init__(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recording)
+    images = drawn_images if kind == "folder" else drawn_shards
+    run_predictor(name, images, tmp_path, workers=1, shard_size=4, progress=False)
+    from predictors.registry import create_predictor
+
+    predictor = create_predictor(name)
+    predictor.ensure_setup()
+    assert payloads and max(payloads) < 100_000 < len(pickle.dumps(predictor)), payloads  # the predictor: MBs

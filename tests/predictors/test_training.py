@@ -1,4 +1,4 @@
-"""The shared training loop: checkpoints, kill-and-resume, metrics, named errors."""
+"""The shared training loop (frozen-feature head): checkpoints, kill-and-resume, time budget, metrics, named errors."""
 
 from __future__ import annotations
 
@@ -17,9 +17,14 @@ from safetensors.torch import load_file
 from shapes import make_shapes
 
 from predictors.clip_regressor import train_regressor
-from predictors.clip_regressor.train import main as regressor_main
+from predictors.clip_regressor.train.__main__ import main as regressor_main
 from predictors.registry import create_predictor
-from predictors.training import load_checkpoint, read_metrics, save_checkpoint
+from predictors.training import (
+    load_checkpoint,
+    read_checkpoint_state,
+    read_metrics,
+    save_checkpoint,
+)
 from promptblend.errors import (
     ConfigError,
     ImageSetError,
@@ -42,14 +47,14 @@ def test_checkpoint_restores_model_optimizer_and_rng(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     model(torch.randn(3, 4)).sum().backward()
     opt.step()
-    save_checkpoint(tmp_path / "c.safetensors", model, opt, epoch=3, step=7)
+    save_checkpoint(tmp_path / "c.safetensors", {"model": model}, opt, {"epoch": 3, "step": 7})
     expected_next = torch.rand(5)
 
     torch.manual_seed(123)
     other = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
     other[1].weight = other[0].weight
     other_opt = torch.optim.AdamW(other.parameters(), lr=0.1)
-    assert load_checkpoint(tmp_path / "c.safetensors", other, other_opt) == (3, 7)
+    assert load_checkpoint(tmp_path / "c.safetensors", {"model": other}, other_opt) == {"epoch": 3, "step": 7}
     for a, b in zip(model.state_dict().values(), other.state_dict().values()):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict(), other_opt.state_dict()
@@ -67,7 +72,7 @@ def test_training_folder_contents_and_cli(shapes, tmp_path, capsys):
          "--num-workers", "0", "--no-progress", "--set", "hidden=64"]
     )
     assert rc == 0
-    assert "held-out loss" in capsys.readouterr().out
+    assert "validation loss" in capsys.readouterr().out
     for name in ("config.json", "checkpoint.safetensors", "model.safetensors", "metrics.csv", "metrics.json",
                  "training_curves.png"):
         assert (out / name).is_file(), name
@@ -77,7 +82,7 @@ def test_training_folder_contents_and_cli(shapes, tmp_path, capsys):
     rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(np.isfinite([r["train_loss"], r["val_loss"], r["val_score"], r["baseline_score"]]).all() for r in rows)
-    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss,val_loss,val_score")
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("step,epoch,train_loss,val_loss,val_score")
     assert not list(out.glob(".*tmp*"))  # no temp files left by the atomic writes
     # running again with more epochs continues from the checkpoint; other settings are refused
     train_regressor(shapes, None, out, "tiny", epochs=3, val_frac=0.25, hidden=64, **FAST)
@@ -87,7 +92,7 @@ def test_training_folder_contents_and_cli(shapes, tmp_path, capsys):
 
 
 def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
-    settings = dict(epochs=30, val_frac=0.25, hidden=64)
+    settings = {"epochs": 30, "val_frac": 0.25, "hidden": 64}
     reference = train_regressor(shapes, None, tmp_path / "ref", "tiny", **settings, **FAST)
 
     out = tmp_path / "killed"
@@ -130,10 +135,7 @@ def read_metrics_safe(out: Path) -> list:
 
 
 def _epoch(out: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
-        return int(f.metadata()["epoch"])
+    return int(read_checkpoint_state(out / "checkpoint.safetensors")["epoch"])
 
 
 def test_bad_inputs_raise_named_errors(shapes, tmp_path):
@@ -155,3 +157,24 @@ def test_bad_inputs_raise_named_errors(shapes, tmp_path):
     # the CLI turns them into one line and exit status 2
     assert regressor_main(["--images", str(shapes), "--prompts", str(partial), "--out", str(tmp_path / "o6"),
                            "--config", "tiny", "--no-progress"]) == 2
+
+
+def test_time_budget_stops_with_a_checkpoint_and_the_run_continues(shapes, tmp_path):
+    out = train_regressor(shapes, None, tmp_path / "b", "tiny", epochs=2, val_frac=0.25, hidden=32,
+                          time_budget=1e-9, **FAST)
+    assert read_checkpoint_state(out / "checkpoint.safetensors")["step"] == 1  # one step, then the budget ran out
+    assert [r["step"] for r in read_metrics(out)] == []  # stopped before the first validation
+    train_regressor(shapes, None, out, "tiny", epochs=2, val_frac=0.25, hidden=32, **FAST)  # no budget: finishes
+    assert [r["step"] for r in read_metrics(out)] == [3, 6]
+
+
+def test_separate_validation_set_and_finetune_only_where_supported(shapes, tmp_path):
+    from predictors.clipcap import train_clipcap
+
+    val = make_shapes(tmp_path / "val", 16, seed=9)
+    out = train_regressor(shapes, None, tmp_path / "v", "tiny", val_images=val, epochs=1, hidden=32, **FAST)
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == {"n_pairs": 112, "n_train": 96, "n_val": 16}  # every --images row trains
+    assert np.isfinite(read_metrics(out)[-1]["val_score"])
+    with pytest.raises(ConfigError, match="cannot fine-tune"):
+        train_clipcap(shapes, None, tmp_path / "cc", "tiny", finetune=True, epochs=1, **FAST)

@@ -138,3 +138,47 @@ def test_real_drawbench_jpegs_decode(drawbench, copy_images):
     d = copy_images(drawbench / "images", n=5)
     iset = open_image_set(d)
     assert all(iset.load(i).size == (512, 512) for i in range(len(iset)))
+
+
+def test_decode_image_bytes_like_files(tmp_path):
+    from promptblend.images import decode_image
+
+    p = _save(tmp_path / "x.png", "RGBA")
+    data = p.read_bytes()
+    assert np.array_equal(np.asarray(decode_image(data, "shard.tar:x")), np.asarray(load_image(p)))
+    with pytest.raises(BadImageError, match="shard.tar:x: image is empty"):
+        decode_image(b"", "shard.tar:x")
+    with pytest.raises(BadImageError, match="shard.tar:x: cannot decode"):
+        decode_image(data[:40], "shard.tar:x")
+
+
+def test_open_image_set_tells_folders_from_shards(tmp_path):
+    from promptblend.shards import ShardSet, write_shard
+
+    (tmp_path / "imgs").mkdir()
+    _save(tmp_path / "imgs" / "a.png", "RGB")
+    assert type(open_image_set(tmp_path / "imgs")).__name__ == "ImageSet"
+    write_shard(tmp_path / "tars" / "s-000000.tar", [{"__key__": "a", "png": (tmp_path / "imgs" / "a.png").read_bytes()}])
+    shards = open_image_set(tmp_path / "tars")
+    assert isinstance(shards, ShardSet) and shards.ids == ["a"] and shards.prompts is None
+    assert open_image_set(shards) is shards
+    with pytest.raises(ImageSetError, match="image folder not found"):
+        open_image_set(tmp_path / "nowhere")
+
+
+def test_a_dangling_symlink_is_a_bad_image_not_silently_dropped(tmp_path):
+    from PIL import Image as PILImage
+
+    from promptblend.errors import BadImageError
+    from promptblend.images import open_image_set
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a", "b"):
+        PILImage.new("RGB", (8, 8), "red").save(folder / f"{name}.png")
+    (folder / "c.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(BadImageError, match="dangling symlink"):
+        open_image_set(folder)
+    kept = open_image_set(folder, skip_bad=True)
+    assert kept.ids == ["a", "b"]
+    assert [str(p.name) for p, _ in kept.skipped] == ["c.png"]

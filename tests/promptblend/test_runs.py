@@ -156,3 +156,116 @@ def test_kill_and_resume_gives_same_result(tmp_path):
     fresh = load_run(list_runs(tmp_path / "fresh")[0])
     assert resumed.ids == fresh.ids and resumed.prompts == fresh.prompts
     np.testing.assert_array_equal(resumed.embeddings, fresh.embeddings)
+
+
+def _constant(prompts):
+    calls = []
+
+    def compute(a, b):
+        calls.append((a, b))
+        return _emb(b - a, seed=a), prompts[a:b]
+
+    return compute, calls
+
+
+def test_carriage_returns_in_prompts_do_not_poison_the_cache(tmp_path):
+    # a quoted CSV cell "line one\r\nline two" used to be written raw and split on reload
+    ids = ["a", "b", "c"]
+    prompts = ["line one\r\nline two", "ends in cr\r", "back\\slash \u2028 sep"]
+    compute, calls = _constant(prompts)
+    run = build_run(tmp_path, "truth", {}, ids, "fp", compute, shard_size=2, progress=False)
+    assert run.prompts == prompts
+    again = build_run(tmp_path, "truth", {}, ids, "fp", compute, shard_size=2, progress=False)
+    assert again.meta["cache_hit"] and again.prompts == prompts and len(calls) == 2
+    assert len((tmp_path / run_key("truth", {}, "fp") / "prompts.txt").read_text().splitlines()) == 3
+
+
+def test_a_resumed_shard_keeps_its_prompts_exactly(tmp_path):
+    ids = ["a", "b", "c", "d"]
+    prompts = ["x\x00", "y\r", "\\n", "\ud800"]
+
+    def first_half_only(a, b):
+        if a >= 2:
+            raise RuntimeError("killed")
+        return _emb(b - a, seed=a), prompts[a:b]
+
+    with pytest.raises(RuntimeError):
+        build_run(tmp_path, "p", {}, ids, "fp", first_half_only, shard_size=2, progress=False)
+    compute, calls = _constant(prompts)
+    run = build_run(tmp_path, "p", {}, ids, "fp", compute, shard_size=2, progress=False)
+    assert calls == [(2, 4)] and run.prompts == prompts
+    assert load_run(run.path).prompts == prompts
+
+
+@pytest.mark.parametrize("damage", ["truncate_npy", "extra_id", "junk_meta", "bad_utf8", "other_ids"])
+def test_a_cache_entry_failing_its_checks_is_rebuilt(tmp_path, damage, caplog):
+    ids = ["a", "b", "c"]
+    compute, calls = _constant(["p"] * 3)
+    run = build_run(tmp_path, "p", {}, ids, "fp", compute, shard_size=8, progress=False)
+    folder = run.path
+    if damage == "truncate_npy":
+        data = (folder / "embeddings.npy").read_bytes()
+        (folder / "embeddings.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "extra_id":
+        (folder / "ids.txt").write_text("a\nb\nc\nd\n")
+    elif damage == "junk_meta":
+        (folder / "meta.json").write_text("[1, 2")
+    elif damage == "bad_utf8":
+        (folder / "prompts.txt").write_bytes(b"\xff\xfe\n\n\n")
+    else:
+        (folder / "ids.txt").write_text("x\ny\nz\n")
+    rebuilt = build_run(tmp_path, "p", {}, ids, "fp", compute, shard_size=8, progress=False)
+    assert len(calls) == 2 and not rebuilt.meta.get("cache_hit")
+    assert "fails its checks" in caplog.text
+    np.testing.assert_array_equal(load_run(folder).embeddings, run.embeddings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # nothing left aside
+
+
+def test_a_failure_before_any_shard_leaves_no_partial_folder(tmp_path):
+    from promptblend.errors import BadImageError
+
+    def bad_image(a, b):
+        raise BadImageError("x.png", "truncated")
+
+    with pytest.raises(BadImageError):
+        build_run(tmp_path, "p", {}, ["a"], "fp", bad_image, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from promptblend.runs import build_run
+    out, log = sys.argv[1], sys.argv[2]
+    def compute(a, b):
+        with open(log, "a") as f:
+            f.write(f"{a}\\n")
+        time.sleep(0.1)
+        return np.random.default_rng(a).normal(size=(b - a, 384)).astype(np.float32), None
+    run = build_run(out, "two", {}, [f"i{k}" for k in range(30)], "fp", compute, shard_size=3, progress=False)
+    print(run.meta.get("cache_hit", False))
+    """
+)
+
+
+def test_two_writers_on_one_run_key(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(WRITER)
+    args = [sys.executable, str(script), str(tmp_path / "runs"), str(tmp_path / "log")]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert sorted(o[0].strip() for o in outs) == ["False", "True"]  # one computed, the other waited and read it
+    assert len((tmp_path / "log").read_text().split()) == 10  # every shard computed once
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run_key("two", {}, "fp")]
+
+
+def test_truth_csv_with_a_crlf_inside_a_quoted_cell(tmp_path):
+    from promptblend.truth import truth_run
+
+    csv = tmp_path / "prompts.csv"
+    csv.write_bytes(b'imgId,prompt\na,"line one\r\nline two"\nb,plain prompt\n')
+    first = truth_run(csv, cache=tmp_path / "cache")
+    second = truth_run(csv, cache=tmp_path / "cache")  # used to fail: the cache split the cell in two
+    assert second.meta["cache_hit"] and second.prompts == first.prompts == ["line one\r\nline two", "plain prompt"]
+    np.testing.assert_array_equal(second.embeddings, first.embeddings)

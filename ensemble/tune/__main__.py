@@ -1,7 +1,8 @@
 """Tune an Optuna blend of runs with grouped nested CV: ``python -m ensemble.tune --runs RUNS --truth CSV``.
 
 With no ``--runs`` it runs the built-in demo end to end. Outputs in ``--out``: best.json,
-mean_vector.npy, submission.csv, folds.csv, history.png, weights.png, folds.png and (by default) optuna.db.
+mean_vector.npy, submission.csv, folds.csv, history.png, weights.png, folds.png, report.html and
+(by default) optuna.db.
 """
 
 from __future__ import annotations
@@ -11,29 +12,17 @@ from pathlib import Path
 
 from promptblend.cli import entry_point
 from promptblend.errors import ConfigError
-from promptblend.runs import Run, list_runs, load_run
-from promptblend.truth import load_truth
 
-from .search import list_samplers
-from .tuner import TuneResult, tune
-
-__all__ = ["main", "tune", "TuneResult", "load_runs", "load_truth"]
-
-
-def load_runs(paths: list[str]) -> list[Run]:
-    """Runs from folders that are runs or hold runs."""
-    found = [p for path in paths for p in list_runs(path)]
-    if not found:
-        raise ConfigError(f"no runs found in {', '.join(paths)}")
-    return [load_run(p) for p in found]
-
+from .. import report
+from ..search import list_samplers
+from . import load_runs, load_truth, tune
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (kept apart so --help can be tested)."""
     ap = argparse.ArgumentParser(prog="python -m ensemble.tune", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", help="run folders, or folders holding runs (none: run the built-in demo)")
-    ap.add_argument("--truth", help="prompts.csv (imgId,prompt) or a run folder of truth embeddings")
+    ap.add_argument("--truth", help="prompts.csv (imgId,prompt), an image set with prompts (folder or WebDataset shards) or a truth run folder")
     ap.add_argument("--trials", type=int, help="trials per study (default 500; the demo picks its own)")
     ap.add_argument("--folds", type=int, default=5, help="outer CV folds grouped by prompt similarity; 0 skips CV")
     ap.add_argument("--sampler", default="tpe", choices=list_samplers(), help="Optuna sampler (default tpe)")
@@ -49,8 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--group-threshold", type=float, default=0.7, help="prompt cosine that ties images into one CV group")
     ap.add_argument("--test-runs", nargs="+", help="runs of a test image set to write submission.csv for")
     ap.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats (PostgreSQL)")
+    ap.add_argument("--no-warm-start", action="store_true",
+                    help="do not enqueue the gradient optimum as each study's first trial (the search alone)")
+    ap.add_argument("--no-report", action="store_true", help="no plots and no report.html")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
+
+
+def _demo(args: argparse.Namespace) -> None:
+    """The no-argument fallback: the built-in demo (the one import of ``experiments`` from ``ensemble``)."""
+    try:
+        from experiments.demo import run_demo
+    except ImportError as e:
+        raise ConfigError(f"the built-in demo (experiments.demo) is not available: {e}; pass --runs and --truth") from e
+    kwargs = {"trials": args.trials} if args.trials else {}
+    run_demo(out=Path(args.out), seed=args.seed, progress=not args.no_progress, **kwargs)
 
 
 @entry_point
@@ -58,16 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = build_parser().parse_args(argv)
     if not args.runs:
-        try:
-            from experiments.demo import run_demo
-        except ImportError as e:
-            raise ConfigError(f"the built-in demo (experiments.demo) is not available: {e}; pass --runs and --truth") from e
-        kwargs = {"trials": args.trials} if args.trials else {}
-        run_demo(out=Path(args.out), seed=args.seed, progress=not args.no_progress, **kwargs)
+        _demo(args)
         return 0
     if not args.truth:
         raise ConfigError("--truth is required with --runs")
-    tune(
+    result = tune(
         load_runs(args.runs),
         load_truth(args.truth),
         args.out,
@@ -86,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         test_runs=load_runs(args.test_runs) if args.test_runs else None,
         heartbeat=args.heartbeat,
         progress=not args.no_progress,
+        report=not args.no_report,
+        warm_start=not args.no_warm_start,
     )
+    report.print_table(result)
     return 0
 
 

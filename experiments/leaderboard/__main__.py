@@ -2,8 +2,8 @@
 
 Scores every run, tuned blend and submission once per image, simulates many public/private splits
 (20% / 80%, seeded) as matrix work, and reports intervals, rank distributions, P(rank 1), the
-expected shake-up, paired comparisons and tuning honesty; records everything in the experiment record.
-The Python API lives here too: ``from experiments.leaderboard import leaderboard, LeaderboardResult``.
+expected shake-up, paired comparisons and tuning honesty; records everything in the experiment record
+and writes ``leaderboard.csv``, ``summary.json``, PNG plots and a self-contained ``leaderboard.html``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import argparse
 from promptblend.cli import entry_point
 from promptblend.errors import ConfigError
 
-from . import record
-from .board import LeaderboardResult, leaderboard, read_public_ids
-from .entries import load_entries
-from .simulate import PUBLIC_FRACTION
-
-__all__ = ["LeaderboardResult", "leaderboard", "main"]
+from .. import record, report
+from ..entries import load_entries
+from ..simulate import PUBLIC_FRACTION
+from . import leaderboard, read_public_ids, record_result, write_outputs
 
 
 def _named_submission(text: str) -> tuple[str, str]:
@@ -28,13 +26,12 @@ def _named_submission(text: str) -> tuple[str, str]:
     return name, path
 
 
-@entry_point
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The leaderboard's arguments."""
     ap = argparse.ArgumentParser(prog="python -m experiments.leaderboard", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", action="append", default=[], metavar="RUNS",
                     help="folder of runs and tuned blends (best.json + submission.csv); repeatable")
-    ap.add_argument("--truth", required=True, help="prompts.csv (imgId,prompt) or a truth run folder")
+    ap.add_argument("--truth", required=True, help="prompts.csv (imgId,prompt), an image set with prompts (folder or WebDataset shards) or a truth run folder")
     ap.add_argument("--out", default="leaderboard", help="output folder (default ./leaderboard)")
     ap.add_argument("--blend", action="append", default=[], metavar="DIR", help="a tuned-blend folder; repeatable")
     ap.add_argument("--submission", action="append", default=[], type=_named_submission, metavar="NAME=CSV",
@@ -46,24 +43,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public-fraction", type=float, default=PUBLIC_FRACTION, help="public share (default 0.2)")
     ap.add_argument("--record", default=None, metavar="FILE", help=f"experiment record (default {record.default_path()})")
     ap.add_argument("--no-record", action="store_true", help="do not write the experiment record")
-    ap.add_argument("--no-plots", action="store_true")
-    args = ap.parse_args(argv)
+    ap.add_argument("--no-plots", action="store_true", help="no PNG plots (the page then has none either)")
+    return ap
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: compute, record, write the files, print."""
+    args = build_parser().parse_args(argv)
     names = [n for n, _ in args.submission]
     if len(set(names)) != len(names):
         raise ConfigError(f"--submission names repeat: {names}")
     entries = load_entries(args.runs, args.blend, dict(args.submission))
-    leaderboard(
+    result = leaderboard(
         entries,
         args.truth,
-        out=args.out,
         splits=args.splits,
         seed=args.seed,
         public_fraction=args.public_fraction,
         public_ids=read_public_ids(args.public_ids) if args.public_ids else None,
         compare=tuple(args.compare) if args.compare else None,
-        record_path=False if args.no_record else (args.record or True),
-        make_plots=not args.no_plots,
     )
+    session_id, history = None, []
+    if not args.no_record:
+        session_id = record_result(result, args.record, args.out)
+        history = record.history(args.record, result.scored.image_set)
+    files = write_outputs(result, args.out, with_plots=not args.no_plots, history=history, session_id=session_id)
+    console = report.make_console()
+    report.print_report(result.rows, result.simulation, result.comparison, history, console)
+    console.print("wrote " + ", ".join(str(p) for p in files.values()))
+    if session_id is not None:
+        console.print(f"recorded session {session_id} in {args.record or record.default_path()}")
     return 0
 
 
