@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +31,7 @@ from promptblend import atomic
 from promptblend.cache import cache_dir
 from promptblend.errors import ConfigError
 from promptblend.runs import Run
+from promptblend.timing import Timer
 
 from .clip_train import ClipCheckpoint, ClipTrainConfig, train_demo_clip
 from .data import DataConfig, DemoData, make_demo_data
@@ -63,7 +63,7 @@ class DemoSize:
     #: clip-regressor with the tower fine-tuned end to end (same data and epochs as the frozen head); the
     #: one that scores better on the validation split is the demo's clip-regressor
     finetune_settings: dict = field(default_factory=lambda: {
-        "lr": 1e-3, "head_lr": 5e-3, "batch_size": 8, "warmup": 5, "ema": 0.0, "schedule": "constant", "augment": True,
+        "lr": 1e-3, "head_lr": 5e-3, "batch_size": 8, "warmup": 5, "ema": 0.995, "schedule": "constant", "augment": True,
     })
     #: clipcap's embedding: the mean of this many sampled captions' (one greedy caption: val 0.52, below
     #: the mean-vector's 0.63; the mean of 8: 0.66)
@@ -145,18 +145,6 @@ def default_threads() -> int:
     """One thread per spare core, at most 4: the demo's models are too small to gain from more,
     and on a 2-core machine a second spinning thread slows them down when anything else runs."""
     return max(1, min(4, (os.cpu_count() or 1) - 1))
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        yield
-        self.times[stage] = round(time.perf_counter() - t0, 1)
-        log.info("demo: %s done in %.1f s", stage, self.times[stage])
 
 
 # ---------------------------------------------------------------- stages
@@ -308,33 +296,33 @@ def run_demo(
             raise ConfigError(f"prompt bank not found: {b}")
     out = Path(out)
     root = Path(cache) if cache is not None else cache_dir() / "demo"
-    timer = _Timer()
-    t0 = time.perf_counter()
+    timer = Timer()
     with _torch_threads(threads or default_threads()):
-        with timer("data"):
+        with timer.stage("data"):
             data = make_demo_data(root, size.data, progress=progress)
         models = root / "models" / data.root.name
-        with timer("clip"):
+        with timer.stage("clip"):
             ckpt = train_demo_clip(data, models, size.clip, progress=progress)
-        with timer("heads"):
+        with timer.stage("heads"):
             heads = train_heads(data, ckpt, models, size, progress)
-        with timer("index"):
+        with timer.stage("index"):
             index = build_index(data, ckpt, banks, root / "banks", progress)
-        with timer("runs"):
+        with timer.stage("runs"):
             runs_root = root / "runs" / data.root.name
             heads, regressors = choose_regressor(data, heads, runs_root, progress)
             val_runs = run_predictors(data, ckpt, heads, index, runs_root, "val", progress, size.clipcap_samples)
             test_runs = run_predictors(data, ckpt, heads, index, runs_root, "test", progress, size.clipcap_samples)
-        with timer("truth"):
+        with timer.stage("truth"):
             val_truth, test_truth = _truth(data, "val"), _truth(data, "test")
             train_truth = _train_truth(data)
-        with timer("tune"):
+        with timer.stage("tune"):
             tuned = _tune(val_runs, val_truth, test_runs, out / "tune", size, trials, seed, progress, quiet)
-        with timer("leaderboard"):
+        with timer.stage("leaderboard"):
             mean = _mean_vector(train_truth, val_truth)
             result = _leaderboard(data, test_runs, test_truth, mean, tuned, out, size, seed, progress)
             result.files["examples"] = str(_examples(data, test_runs, test_truth, tuned, out))
-    result.timings = {**timer.times, "total": round(time.perf_counter() - t0, 1)}
+    stages = {k.removesuffix("_s"): round(v, 1) for k, v in timer.times.items()}
+    result.timings = {**stages, "total": round(timer.total_s(), 1)}
     result.clip_metrics = ckpt.metrics
     result.regressors = regressors
     atomic.write_text(out / "demo.json", json.dumps(result.to_json(), indent=2, default=str))
@@ -355,11 +343,15 @@ def _tune(val_runs, val_truth, test_runs, out: Path, size: DemoSize, trials, see
 
     # every demo prompt shares the templates, so the default grouping (cosine >= 0.7) ties most of
     # them into one group; 0.85 still keeps prompts of one subject and scene together
-    result = tune(
+    # studies are named by what they tune (the runs' cache keys, the truth's), so a rerun after the
+    # models or data changed starts new studies in the same storage instead of refusing the old ones
+    keys = [r.path.name if r.path is not None else r.name for r in [*val_runs, val_truth]]
+    inputs = "|".join(sorted(keys) + [str(trials or size.trials), str(seed)])
+    return tune(
         val_runs, val_truth, out, trials=trials or size.trials, folds=size.folds, seed=seed, test_runs=test_runs,
         group_threshold=GROUP_THRESHOLD, progress=progress, report=not quiet,
+        study=f"demo-{hashlib.sha256(inputs.encode()).hexdigest()[:10]}",
     )
-    return result
 
 
 def _examples(data: DemoData, test_runs, test_truth: Run, tuned, out: Path) -> Path:

@@ -177,13 +177,32 @@ def clip_image_features(
         if feats.shape[0] == len(image_set):
             return feats
     bundle = load_clip(clip[0], clip[1], device)
-    loader = torch.utils.data.DataLoader(
-        ImageFiles(image_set.paths, bundle.preprocess), batch_size=batch_size, num_workers=num_workers
-    )
-    out = [embed_images(bundle, x) for x in tqdm(loader, desc="clip features", unit="batch", disable=not progress)]
+    if hasattr(image_set, "paths"):
+        loader = torch.utils.data.DataLoader(
+            ImageFiles(image_set.paths, bundle.preprocess), batch_size=batch_size, num_workers=num_workers
+        )
+    else:  # WebDataset shards: streamed once in row order, nothing unpacked
+        loader = _streamed_batches(image_set, bundle.preprocess, batch_size)
+    total = -(-len(image_set) // batch_size)
+    out = [embed_images(bundle, x) for x in tqdm(loader, desc="clip features", unit="batch", total=total,
+                                                  disable=not progress)]
     feats = np.concatenate(out).astype(np.float32)
     atomic.save_npy(path, feats)
     return feats
+
+
+def _streamed_batches(image_set, transform, batch_size: int):
+    """Transformed pixel batches of a shard set in row order."""
+    import torch
+
+    batch = []
+    for _, image in image_set.samples(0, None, split_workers=False):
+        batch.append(transform(image))
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
 
 
 def prompt_targets(prompts: Sequence[str]) -> np.ndarray:
@@ -212,9 +231,10 @@ def prepare_pairs(
     """Resolve the pairs (and a separate validation set) and embed them: CLIP features (when
     ``features``) and MiniLM prompt targets."""
     sets = [resolve_pairs(images, prompts)] + ([resolve_pairs(val_images)] if val_images is not None else [])
-    shards = None if hasattr(sets[0][0], "paths") else sets[0][0]
-    if shards is not None and (features or val_images is None or not hasattr(sets[1][0], "paths")):
-        raise ConfigError("training from shards streams pixels: use --finetune and a folder --val set")
+    # the frozen-feature head streams shards once for their CLIP features; fine-tuning streams pixels each epoch
+    shards = None if features or hasattr(sets[0][0], "paths") else sets[0][0]
+    if shards is not None and (val_images is None or not hasattr(sets[1][0], "paths")):
+        raise ConfigError("fine-tuning from shards streams pixels: give a folder --val set")
     ids, texts, paths, feats = [], [], [], []
     for image_set, set_texts in sets:
         ids += list(image_set.ids)

@@ -9,7 +9,6 @@ and its arguments (``{name}`` fields are paths under the inputs folder, ``{out}`
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import pickle
 import shutil

@@ -264,8 +264,21 @@ def test_fine_tuning_streams_shards_and_resumes_at_the_same_step(shapes, tmp_pat
     assert read_checkpoint_state(cut / "checkpoint.safetensors")["step"] == 1
     train_regressor(train, None, cut, "finetune-tiny", **settings)
     np.testing.assert_allclose(read_step_losses(cut), losses, rtol=1e-5)
-    with pytest.raises(ConfigError, match="shards"):  # the frozen-feature head reads folders
-        train_regressor(train, None, tmp_path / "frozen", "tiny", val_images=val, epochs=1, num_workers=0, progress=False)
+    with pytest.raises(ConfigError, match="folder --val"):  # fine-tuning from shards validates on a folder
+        train_regressor(train, None, tmp_path / "noval", "finetune-tiny", **{**settings, "val_images": None})
+
+
+def test_the_frozen_head_trains_from_shards_as_from_the_folder(shapes, tmp_path):
+    train = _shards(shapes, tmp_path / "shards", 10)
+    val = make_shapes(tmp_path / "val", 8, seed=11)
+    head = {"val_images": val, "epochs": 2, "num_workers": 0, "progress": False}
+    from_folder = train_regressor(shapes, None, tmp_path / "folder", "tiny", **head)
+    from_shards = train_regressor(train, None, tmp_path / "from-shards", "tiny", **head)
+    assert len(read_step_losses(from_folder)) >= 2
+    np.testing.assert_allclose(read_step_losses(from_shards), read_step_losses(from_folder), rtol=1e-6)
+    val_shards = _shards(val, tmp_path / "val-shards", 4)  # the frozen head also validates on shards
+    both = train_regressor(train, None, tmp_path / "both", "tiny", **{**head, "val_images": val_shards})
+    np.testing.assert_allclose(read_step_losses(both), read_step_losses(from_folder), rtol=1e-6)
 
 
 def test_shard_streams_give_each_rank_only_its_shards():
