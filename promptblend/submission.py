@@ -63,7 +63,8 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
     with open(path, "rb") as f:
         first = f.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
     if first != HEADER:
-        raise SubmissionError(f"{path}: header must be '{HEADER}', got '{first[:60]}'")
+        shown = first[:60] if first[:60].isprintable() else "binary data, not a CSV"
+        raise SubmissionError(f"{path}: header must be '{HEADER}', got '{shown}'")
     try:
         table = pacsv.read_csv(
             path,

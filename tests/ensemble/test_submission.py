@@ -116,3 +116,16 @@ def test_writer_refuses_bad_input_and_leaves_nothing(tmp_path):
     write_submission(tmp_path / "s.csv", ["a", "b", "c"], emb)
     ids, back = read_submission(tmp_path / "s.csv")
     np.testing.assert_allclose(cosine_rows(back, emb), 1, atol=1e-6)
+
+
+def test_a_binary_file_is_refused_in_one_printable_line(tmp_path, capsys):
+    import pickle
+
+    from ensemble.submission import main
+
+    path = tmp_path / "weights.pt"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and err.rstrip("\n").isprintable()
+    assert "binary data, not a CSV" in err
