@@ -61,7 +61,8 @@ class DemoSize:
     clipcap_epochs: int = 6
     clipcap_settings: dict = field(default_factory=lambda: {"lr": 3e-3})
     #: clip-regressor with the tower fine-tuned end to end (same data and epochs as the frozen head); the
-    #: one that scores better on the validation split is the demo's clip-regressor
+    #: one that scores better on the validation split is the demo's clip-regressor. EMA 0.995 was chosen
+    #: on validation (full: 0.7372 vs 0.7248 without EMA; small: 0.6744 vs 0.6548)
     finetune_settings: dict = field(default_factory=lambda: {
         "lr": 1e-3, "head_lr": 5e-3, "batch_size": 8, "warmup": 5, "ema": 0.995, "schedule": "constant", "augment": True,
     })
