@@ -74,7 +74,7 @@ def _synthetic_runs(root: Path, Run, save_run) -> None:
         shutil.copytree(root / "runs", root / name)
         first = root / name / runs[0].name
         if damage == "pickle":
-            np.save(first / "embeddings.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+            np.save(first / "embeddings.npy", np.array([{"x": 1}], dtype=object))  # np.save pickles object arrays by default
         else:
             (first / "ids.txt").write_text((first / "ids.txt").read_text() + "extra\n")
 
@@ -128,7 +128,7 @@ def _pickled_npy() -> bytes:
     import io
 
     buf = io.BytesIO()
-    np.save(buf, np.array([{"evil": "payload"}], dtype=object), allow_pickle=True)
+    np.save(buf, np.array([{"evil": "payload"}], dtype=object))  # np.save pickles object arrays by default
     return buf.getvalue()
 
 

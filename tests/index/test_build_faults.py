@@ -220,7 +220,7 @@ def _bad_inputs(tmp: Path) -> Path:
     (bad / "crc.txt.gz").write_bytes(data[:-8] + b"\0" * 8)
     (bad / "a_file").write_text("x")
     (bad / "prompts.txt").write_text("a red castle\na misty forest\n")
-    np.save(bad / "pickled.npy", np.array([{"x": 1}] * 12, dtype=object), allow_pickle=True)
+    np.save(bad / "pickled.npy", np.array([{"x": 1}] * 12, dtype=object))  # np.save pickles object arrays by default
     (bad / "raw_pickle.npy").write_bytes(pickle.dumps({"rows": [1, 2, 3]}))
     (bad / "junk.npy").write_text("not an array\n")
     (bad / "empty.npy").write_bytes(b"")
@@ -297,7 +297,7 @@ def _damage(bank: Path, tmp: Path, kind: str) -> Path:
         data = (copy / "index.faiss").read_bytes()
         (copy / "index.faiss").write_bytes(data[: len(data) // 2])
     elif kind == "pickled values.npy":
-        np.save(copy / "values.npy", np.array([{"x": 1}] * 20, dtype=object), allow_pickle=True)
+        np.save(copy / "values.npy", np.array([{"x": 1}] * 20, dtype=object))  # np.save pickles object arrays by default
     elif kind == "1-d values.npy":
         np.save(copy / "values.npy", np.zeros(20, np.float32))
     elif kind == "prompts.txt one line short":
