@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from promptblend.cli import entry_point
-from promptblend.images import ImageSet, open_image_set
+from promptblend.imagesets import ImageSet, open_image_set
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "drawbench-sd1" / "images"
 
@@ -39,7 +39,7 @@ def bench_one(name: str, images: ImageSet, batch_size: int, workers: int, device
     t0 = time.perf_counter()
     predictor.ensure_setup()
     setup = time.perf_counter() - t0
-    warm = ImageSet(images.root, images.ids[:2], images.paths[:2])
+    warm = images.subset(range(2))
     predict_image_set(predictor, warm, batch_size, 0, progress=False)
     predictor.predict([images.load(0)])
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     full = open_image_set(args.images)
-    images = ImageSet(full.root, full.ids[: args.n], full.paths[: args.n])
+    images = full.subset(range(min(args.n, len(full))))
     workers = default_workers() if args.workers is None else args.workers
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = [bench_one(n, images, args.batch_size, workers, device) for n in (args.predictors or tiny_entries())]

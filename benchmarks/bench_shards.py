@@ -1,14 +1,15 @@
-"""predictors.run over WebDataset shards vs over the same images as a folder, side by side in one run.
+"""predictors.run over the same images as a folder, as WebDataset shards and as Parquet, side by side in one run.
 
 ``python benchmarks/bench_shards.py [--images DIR] [--n N] [--predictor clip-regressor-tiny] [--workers W]
 [--threads T] [--shard-size S] [--repeats R]``
 
 The first ``--n`` images of ``--images`` (repeated with new ids when there are fewer) are copied to a
-folder and converted to shards of ``--shard-size`` (original bytes, ids = stems). Each repeat runs the
-predictor over the folder and over the shards (alternating which goes first, fresh run folders, so
-no cache hit), timing the set's opening (listing + content fingerprint) and the whole run. Prints the
-median times and the ratio shards / folder (goal: <= 1.0, shards no slower). Reports the load average:
-on shared cores the absolute times move with other work, the side-by-side ratio less so.
+folder and converted (experiments.sets) to shards of ``--shard-size`` and to one Parquet (original bytes,
+ids = stems). Each repeat runs the predictor over the three (rotating which goes first, fresh run
+folders, so no cache hit), timing the set's opening (listing + content fingerprint) and the whole run.
+Prints the median times and the time ratios shards / folder and Parquet / shards (goal: both <= 1.0,
+no slower). Reports the load average: on shared cores the absolute times move with other work, the
+side-by-side ratio less so.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def make_folder(src: Path, n: int, dst: Path) -> Path:
 def timed_run(name: str, images, out: Path, workers: int) -> tuple[float, float]:
     """(seconds to open the set, seconds for the whole uncached run)."""
     from predictors.run import run_predictor
-    from promptblend.images import open_image_set
+    from promptblend.imagesets import open_image_set
 
     t0 = time.perf_counter()
     open_image_set(images).fingerprint()
@@ -69,20 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = make_folder(args.images, args.n, tmp / "folder")
-        convert(folder, tmp / "shards", shard_size=args.shard_size)
-        times: dict[str, list[tuple[float, float]]] = {"folder": [], "shards": []}
+        sources = {"folder": folder, "shards": tmp / "shards",
+                   "parquet": Path(convert(folder, tmp / "parquet", to="parquet")["file"])}
+        convert(folder, sources["shards"], shard_size=args.shard_size)
+        times: dict[str, list[tuple[float, float]]] = {kind: [] for kind in sources}
+        kinds = list(sources)
         for r in range(args.repeats):
-            order = ["folder", "shards"] if r % 2 == 0 else ["shards", "folder"]
-            for kind in order:
-                source = folder if kind == "folder" else tmp / "shards"
-                times[kind].append(timed_run(args.predictor, source, tmp / f"runs-{kind}-{r}", args.workers))
+            for kind in kinds[r % 3 :] + kinds[: r % 3]:
+                times[kind].append(timed_run(args.predictor, sources[kind], tmp / f"runs-{kind}-{r}", args.workers))
     med = {k: (statistics.median(o for o, _ in v), statistics.median(w for _, w in v)) for k, v in times.items()}
     print(f"{args.predictor}, {args.n} images, workers={args.workers}, threads={args.threads}, "
           f"shard size {args.shard_size}, {args.repeats} repeats, load average {os.getloadavg()[0]:.2f}")
     for kind, (open_s, run_s) in med.items():
-        print(f"  {kind:6s}: open {open_s:6.2f} s   run {run_s:7.2f} s   {args.n / run_s:7.1f} img/s")
-    print(f"ratio shards/folder: open {med['shards'][0] / med['folder'][0]:.2f}   run {med['shards'][1] / med['folder'][1]:.2f}"
-          "  (goal: run <= 1.0)")
+        print(f"  {kind:7s}: open {open_s:6.2f} s   run {run_s:7.2f} s   {args.n / run_s:7.1f} img/s")
+    for a, b in (("shards", "folder"), ("parquet", "shards")):
+        print(f"ratio {a}/{b}: open {med[a][0] / med[b][0]:.2f}   run {med[a][1] / med[b][1]:.2f}  (goal: run <= 1.0)")
     return 0
 
 

@@ -37,6 +37,12 @@ def print_table(result, console=None) -> None:
         t = result.snap["threshold"]
         scores.add_row("snap-to-bank", f"t={t:.3f}, {result.snap['n_snapped']} rows" if t is not None else "off", "")
     console.print(scores)
+    if result.fold_sizes:
+        split = result.pair_split or {}
+        console.print(f"folds: {'/'.join(map(str, result.fold_sizes))} images; largest prompt group "
+                      f"{result.largest_group} of {result.n_images}; similar prompt pairs in different folds: "
+                      f"{split.get('similar_split', 0.0):.1%} of {split.get('similar_pairs', 0)}, "
+                      f"near-duplicates: {split.get('near_split', 0)} of {split.get('near_pairs', 0)}")
     weights = Table(title="blend weights (largest = 1)")
     weights.add_column("run")
     weights.add_column("weight", justify="right")
@@ -47,10 +53,28 @@ def print_table(result, console=None) -> None:
         weights.add_row("mean vector", f"{result.params.mean_weight:.4f}", "")
     weights.add_row("per-run L2 normalisation", str(result.params.normalise), "")
     console.print(weights)
+    if result.budget is not None:
+        b = result.budget
+        front = Table(title=f"score-time frontier ({b.budget_s / 3600:g} h budget, {b.test_images} test images)")
+        for col in ("runs", "projected hours", "out-of-fold", ""):
+            front.add_column(col, justify="left" if col == "runs" else "right")
+        for row in budget_rows(b):
+            front.add_row(row["runs"], f"{row['hours']:.2f}", f"{row['score']:.5f}", row["chosen"])
+        console.print(front)
+        for name, why in b.dropped.items():
+            console.print(f"dropped {name}: {why}")
+        if b.untimed:
+            console.print(f"no recorded inference time (counted as free): {', '.join(b.untimed)}")
     if result.out is not None:
         html = f", {result.out / 'report.html'}" if (result.out / "report.html").is_file() else ""
         console.print(f"wrote {result.out / 'best.json'}, {result.submission}{html}; "
                       f"browse the studies with: optuna-dashboard {result.storage}")
+        if result.submission_of == "tuned":
+            console.print(f"{result.submission} holds the {result.n_images} tuned (validation) images, not a test set: "
+                          f"give --test-runs TEST_RUNS, or run python -m ensemble.blend --blend {result.out} "
+                          "--runs TEST_RUNS --out submission.csv")
+        elif result.submission_of == "test":
+            console.print(f"{result.submission}: the blend applied to the --test-runs")
 
 
 def _searched(study) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +158,10 @@ def write_plots(out: Path, result, studies) -> dict[str, Path]:
     figures = {"history": history_figure(result, studies), "weights": weights_figure(result)}
     if result.fold_scores:
         figures["folds"] = folds_figure(result)
+    if result.budget is not None:
+        from .budget import frontier_figure
+
+        figures["frontier"] = frontier_figure(result.budget)
     return {key: save_figure(fig, out / f"{key}.png") for key, fig in figures.items()}
 
 
@@ -141,6 +169,7 @@ PLOT_CAPTIONS = {
     "history": "Search history: best searched trial so far per study, against the gradient optimum",
     "weights": "Weights per run: final blend (bars) and each fold's blend (dots)",
     "folds": "Per-fold scores: on the folds tuned on vs the held-out fold",
+    "frontier": "Score-time frontier: out-of-fold score of each predictor subset against its projected inference time",
 }
 
 
@@ -153,6 +182,25 @@ def _weight_rows(result) -> list[dict]:
     if result.params.mean_vector is not None:
         rows.append({"run": "mean vector", "final": result.params.mean_weight})
     return rows
+
+
+def budget_rows(budget) -> list[dict]:
+    """The frontier's subsets as table rows, the chosen one marked."""
+    return [{"runs": " + ".join(c.runs) or "(mean vector)", "hours": c.hours, "score": c.score,
+             "chosen": "chosen" if c == budget.chosen else ""} for c in budget.frontier]
+
+
+def _budget_section(page, budget, plots: dict[str, Path]) -> None:
+    from promptblend.page import Column
+
+    page.section(f"Time budget: {budget.budget_s / 3600:g} h for {budget.test_images} test images")
+    page.text(f"Chosen: {' + '.join(budget.chosen.runs)} (out-of-fold {budget.chosen.score:.5f}, projected "
+              f"{budget.chosen.hours:.2f} h). " + " ".join(f"Dropped {n}: {why}." for n, why in budget.dropped.items())
+              + (f" No recorded time (counted as free): {', '.join(budget.untimed)}." if budget.untimed else ""))
+    page.table([Column("runs"), Column("hours", "projected hours", fmt=".2f"), Column("score", "out-of-fold", fmt=".5f"),
+                Column("chosen")], budget_rows(budget), name="frontier", pin=1)
+    if "frontier" in plots:
+        page.images([(plots["frontier"], PLOT_CAPTIONS["frontier"], PLOT_CAPTIONS["frontier"])])
 
 
 def report_page(result, plots: dict[str, Path]):
@@ -185,6 +233,8 @@ def report_page(result, plots: dict[str, Path]):
         page.table([Column("fold"), Column("in_sample", "tuned on (in-sample)", fmt=".5f"),
                     Column("held_out", "held out", fmt=".5f"), Column("gap", "over-fit", fmt="+.5f")],
                    rows, name="folds", pin=1)
+    if result.budget is not None:
+        _budget_section(page, result.budget, plots)
     page.section("Search history and gradient gap")
     page.text(
         f"The gradient optimum of the final study's objective is {result.gradient_optimum:.6f}; the best trial is "

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from promptblend.errors import ConfigError, DiskFullError
+from promptblend.owner import owner_alive, owner_tag
 
 log = logging.getLogger(__name__)
 
@@ -298,55 +297,22 @@ UNCLAIMED_GRACE_S = 30.0
 _REGISTERED = "worker@"
 
 
-def _proc_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot, from /proc), or None where unknown.
-
-    A zombie (killed, not yet reaped) counts as gone: it yields ``"zombie"``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return "zombie" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _me() -> str:
-    """``host:start:pid`` of this process (pid reuse told apart by the start time)."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{_proc_start(pid) or '-'}:{pid}"
-
-
 def worker_tag(number: int) -> str:
     """``trial@host:start:pid``: the process that runs trial ``number`` (recorded as its ``worker`` attribute)."""
-    return f"{number}@{_me()}"
+    return f"{number}@{owner_tag()}"
 
 
 def register_worker(study) -> None:
     """Record this process as a worker of ``study`` (before it starts trials there)."""
-    key = _REGISTERED + _me()
+    key = _REGISTERED + owner_tag()
     if key not in study.user_attrs:
         study.set_user_attr(key, True)
 
 
-def _alive(who: str) -> bool:
-    """Whether the process ``host:start:pid`` still runs (on another host: assumed so)."""
-    host, start, pid = who.rsplit(":", 2)
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    now = _proc_start(int(pid))
-    return now != "zombie" and (start == "-" or now is None or now == start)
-
-
 def _others_alive(study) -> bool:
     """Whether another registered worker of ``study`` may still run."""
-    me = _REGISTERED + _me()
-    return any(_alive(k[len(_REGISTERED):]) for k in study.user_attrs if k.startswith(_REGISTERED) and k != me)
+    me = _REGISTERED + owner_tag()
+    return any(owner_alive(k[len(_REGISTERED):]) for k in study.user_attrs if k.startswith(_REGISTERED) and k != me)
 
 
 def _orphaned(trial, now, others_alive: bool) -> bool:
@@ -354,7 +320,7 @@ def _orphaned(trial, now, others_alive: bool) -> bool:
     no other worker lives (or it has gone without one for :data:`UNCLAIMED_GRACE_S`)."""
     tag = trial.user_attrs.get("worker")
     if isinstance(tag, str) and tag.split("@", 1)[0] == str(trial.number):
-        return not _alive(tag.split("@", 1)[1])
+        return not owner_alive(tag.split("@", 1)[1])
     # no owner (or one inherited by a retry): killed between Optuna's ask and the claim, or still starting
     start = trial.datetime_start
     return not others_alive or (start is not None and (now - start).total_seconds() > UNCLAIMED_GRACE_S)

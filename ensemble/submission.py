@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             run = load_run(args.run)
             write_submission(args.out, run.ids, run.embeddings)
         else:
-            from promptblend.images import read_prompts_csv
+            from promptblend.imagesets import read_prompts_csv
 
             prompts = read_prompts_csv(args.prompts)
             submission_from_prompts(args.out, list(prompts), list(prompts.values()))

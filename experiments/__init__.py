@@ -13,7 +13,7 @@ from .entries import (
     find_entries,
     load_entries,
 )
-from .leaderboard import LeaderboardResult
+from .board import LeaderboardResult
 
 __all__ = [
     "Entry",

@@ -18,13 +18,15 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from promptblend.errors import ConfigError, ImageSetError, RunError, TruthError
-from promptblend.runs import Run, config_hash, is_run, load_run
+from promptblend.runkey import config_hash
+from promptblend.runs import Run, is_run, load_run
 
 log = logging.getLogger(__name__)
 
 BLEND_FILES = ("best.json", "submission.csv")
 VOLATILE_BEST_KEYS = ("created", "wall_s", "wall_time_s", "storage", "studies", "out")
-KINDS = ("run", "blend", "submission")
+KINDS = ("run", "blend", "submission", "baseline")
+BASELINE = "mean-vector"  # the predictor name of the mean-vector baseline
 COSINE_CHUNK = 2048
 
 Loader = Callable[[], tuple[list[str], np.ndarray]]
@@ -144,23 +146,67 @@ def tuning_summary(best: Mapping) -> dict:
     return out
 
 
-def entry_from_blend(path: str | Path, name: str | None = None) -> Entry:
-    """An entry for a tuned-blend folder written by ``python -m ensemble.tune``."""
+def entry_from_blend(path: str | Path, name: str | None = None, runs: Sequence[str | Path] = ()) -> Entry:
+    """An entry for a tuned-blend folder written by ``python -m ensemble.tune``: its ``submission.csv``, or
+    with ``runs`` (folders) the blend applied to those runs, as ``python -m ensemble.blend`` does."""
     from promptblend.submission import read_submission
 
     path = Path(path)
-    if not is_blend(path):
+    if not (path / "best.json").is_file() or not (runs or is_blend(path)):
         raise RunError(f"{path} is not a tuned blend (needs {' and '.join(BLEND_FILES)})")
     best = read_best(path / "best.json")
     sub = _blend_submission(path)
+    load = (lambda: read_submission(sub)) if not runs else _blend_loader(path, runs)
     meta = {
         "predictor": "blend",
         "config_hash": config_hash({k: v for k, v in best.items() if k not in VOLATILE_BEST_KEYS}),
         "wall_time_s": best.get("wall_time_s", best.get("wall_s")),
-        "created": best.get("created") or _mtime(sub),
+        "created": best.get("created") or (_mtime(sub) if sub.is_file() else None),
         "weights": best.get("weights"),
     }
-    return Entry(name or path.name, "blend", lambda: read_submission(sub), meta, path, tuning_summary(best))
+    return Entry(name or path.name, "blend", load, meta, path, tuning_summary(best))
+
+
+def _blend_loader(path: Path, runs: Sequence[str | Path]) -> Loader:
+    """(ids, rows) of the tuned blend at ``path`` applied to the runs in ``runs`` (ensemble.blend's matching)."""
+
+    def load() -> tuple[list[str], np.ndarray]:
+        from ensemble.align import load_runs
+        from ensemble.blend import blend_runs, load_params
+
+        blended = blend_runs(load_params(path), load_runs([str(r) for r in runs]))
+        return blended.ids, blended.embeddings
+
+    return load
+
+
+def mean_vector_entry(vector: np.ndarray, label: str, source: str, like: Entry) -> Entry:
+    """The mean-vector baseline (one unit vector for every image ``like`` covers), named ``mean (label)``
+    for where the mean came from (``val``: the tune's validation prompts, ``bank``, ``board``: the board's own
+    prompts, in-sample); ``source`` says it in full (the command prints it)."""
+    from promptblend.vectors import l2_normalise
+
+    unit = l2_normalise(np.asarray(vector, np.float32).reshape(1, -1))
+
+    def load() -> tuple[list[str], np.ndarray]:
+        ids, _ = like.load()
+        return ids, np.repeat(unit, len(ids), axis=0)
+
+    return Entry(f"mean ({label})", "baseline", load, {"predictor": BASELINE, "mean_source": source})
+
+
+def baseline_of_blend(path: str | Path, like: Entry) -> Entry | None:
+    """The mean-vector baseline of a tuned blend (its ``mean_vector.npy``), or None when it has none."""
+    from promptblend import atomic
+
+    path = Path(path)
+    best = read_best(path / "best.json")
+    file = best.get("mean_vector_file")
+    if not isinstance(file, str) or not (path / file).is_file():
+        return None
+    source = best.get("mean_source") or "the tune's mean vector"
+    label = "val" if source.startswith("validation prompts") else "tune"
+    return mean_vector_entry(atomic.load_npy(path / file), label, f"{source} ({path})", like)
 
 
 def entry_from_submission(name: str, csv: str | Path) -> Entry:
@@ -210,13 +256,29 @@ def load_entries(
     runs: Iterable[str | Path] = (),
     blends: Iterable[str | Path] = (),
     submissions: Mapping[str, str | Path] | None = None,
+    bank: str | Path | None = None,
 ) -> list[Entry]:
-    """All entries from runs folders, tuned-blend folders and named submission CSVs (names unique)."""
+    """All entries from runs folders, tuned-blend folders and named submission CSVs (names unique).
+
+    A tuned blend given with runs folders is applied to those runs (as ``ensemble.blend`` does); alone, its
+    ``submission.csv`` is the entry. The mean-vector baseline is added: the mean of ``bank``'s prompts when
+    given, else the first blend's (the validation prompts it was tuned on).
+    """
+    runs, blends = list(runs), list(blends)
     entries = [e for root in runs for e in find_entries(root)]
-    entries += [entry_from_blend(p) for p in blends]
+    entries += [entry_from_blend(p, runs=runs) for p in blends]
     entries += [entry_from_submission(n, p) for n, p in (submissions or {}).items()]
     if not entries:
         raise RunError("no entries: give a runs folder, a tuned blend or a submission")
+    if not any(e.predictor == BASELINE for e in entries):
+        base = None
+        if bank is not None:
+            from promptblend.bank import load_bank
+
+            base = mean_vector_entry(load_bank(bank).mean_vector(), "bank", f"the prompts of bank {bank}", entries[0])
+        elif blends:
+            base = baseline_of_blend(blends[0], entries[0])
+        entries += [base] if base is not None else []
     check_names(entries)
     return entries
 
@@ -250,7 +312,7 @@ def score_entries(entries: Sequence[Entry], truth: Run, progress: bool = False) 
     Entries must cover one image set (same ids; same fingerprint when both runs record one), else
     :class:`ImageSetError`; the truth must hold every id, else :class:`TruthError`.
     """
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     if not entries:
         raise RunError("no entries to score")
@@ -260,7 +322,7 @@ def score_entries(entries: Sequence[Entry], truth: Run, progress: bool = False) 
     ref_set: set[str] = set()
     ids: list[str] = []
     rows: list[np.ndarray] = []
-    for entry in tqdm(entries, desc="scoring", unit="entry", disable=not progress, leave=False):
+    for entry in progress_bar(entries, desc="scoring", unit="entry", disable=not progress, leave=False):
         e_ids, emb = entry.load()
         if ref is None:
             ref, ref_set = entry, set(e_ids)
@@ -289,7 +351,14 @@ def score_entries(entries: Sequence[Entry], truth: Run, progress: bool = False) 
     extra = len(truth.ids) - len(ids)
     if extra:
         log.info("truth has %d ids no entry covers; scoring the %d common images", extra, len(ids))
-    return Scored(ids, scores, h.hexdigest()[:16], digests, extra)
+    return Scored(ids, scores, image_set_label(entries, h.hexdigest()), digests, extra)
+
+
+def image_set_label(entries: Sequence[Entry], digest: str) -> str:
+    """The board's image-set id (16 characters): the start of the runs' image-set fingerprint, as in their folder
+    names and run names (``@c8d0fb``), then the digest of ids and truth, so the label matches what a user sees."""
+    fingerprint = next((str(e.fingerprint) for e in entries if e.fingerprint), None)
+    return f"{fingerprint[:6]}-{digest}"[:16] if fingerprint else digest[:16]
 
 
 def _cosine_chunked(pred: np.ndarray, truth: np.ndarray, rows: int = COSINE_CHUNK) -> np.ndarray:

@@ -18,7 +18,7 @@ from promptblend import __version__
 from promptblend.page import Cell, Column, Page
 
 if TYPE_CHECKING:
-    from .leaderboard import LeaderboardResult
+    from .board import LeaderboardResult
 
 PLOTS = (
     ("intervals", "Scores, bootstrap intervals and private-board ranges; right: gap to the leader"),

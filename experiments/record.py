@@ -86,7 +86,10 @@ def connect(path: str | Path | None = None) -> sqlite3.Connection:
     """Open (and create if needed) the record at ``path`` in WAL mode with a busy timeout."""
     path = Path(path) if path is not None else default_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:  # an unwritable folder: "unable to open database file"
+        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"cannot open the record {path}: {e}") from e
     con.row_factory = sqlite3.Row
     try:
         con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

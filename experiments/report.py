@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .entries import Entry
-from .simulate import Comparison, Simulation
+from .simulate import Comparison, Simulation, ranks
 
 COLUMNS = (
     "rank", "name", "kind", "score", "ci_low", "ci_high", "public_mean", "public_low", "public_high",
@@ -19,7 +19,7 @@ COLUMNS = (
 
 
 def table_rows(sim: Simulation, entries: Sequence[Entry]) -> list[dict]:
-    """Leaderboard rows sorted by whole-set score (best first)."""
+    """Leaderboard rows sorted by whole-set score (best first); equal scores share a rank."""
     lo, hi = sim.ci()
     publo, pubhi = sim.board_range("public")
     prlo, prhi = sim.board_range("private")
@@ -41,10 +41,8 @@ def table_rows(sim: Simulation, entries: Sequence[Entry]) -> list[dict]:
             "created": e.created, "source": str(e.source) if e.source else None, "n_images": n,
         })
     order = np.argsort(-sim.full, kind="stable")
-    out = []
-    for rank, i in enumerate(order, 1):
-        out.append({k: _py(v) for k, v in ({"rank": rank} | rows[i]).items()})
-    return out
+    rank = ranks(sim.full[None, :])[0]
+    return [{k: _py(v) for k, v in ({"rank": rank[i]} | rows[i]).items()} for i in order]
 
 
 def _py(v):
@@ -90,9 +88,11 @@ def print_report(
     table = Table(title=f"Leaderboard: {sim.n_public + sim.n_private} images, {sim.n_public} public / {sim.n_private} private, {how}")
     cols = ("#", "entry", "kind", "score", f"{pct}% CI", f"private {pct}% range", "P(#1 priv)",
             "mean priv rank", "E|Δrank|", "in-sample", "OOF", "overfit")
+    name_width = min(40, max((len(r["name"]) for r in rows), default=5))  # short run names stay on one line
     for c in cols:
         left = c in ("entry", "kind")
-        table.add_column(c, justify="left" if left else "right", overflow="fold", no_wrap=not left)
+        table.add_column(c, justify="left" if left else "right", overflow="fold", no_wrap=not left,
+                         min_width=name_width if c == "entry" else None)
     any_tuned = any(r["in_sample"] is not None for r in rows)
     for r in rows:
         table.add_row(

@@ -1,7 +1,13 @@
-"""Convert image-prompt sets between a folder (+ prompts.csv), a DiffusionDB-style parquet and WebDataset shards.
+"""Convert image-prompt sets between the three sources: a folder (+ ``prompts.csv``), WebDataset shards and
+Parquet (an HF-style ``{bytes, path}`` image column + a prompt column).
 
-``python -m experiments.sets convert SRC --out DIR [--shard-size N] [--to shards|folder]``: a folder or a
-parquet becomes shards (``DIR/images-000000.tar``...); shards become a folder of images + ``prompts.csv``.
+``python -m experiments.sets convert SRC --out DIR [--to shards|folder|parquet] [--shard-size N] [--skip-bad]``
+
+SRC is anything :func:`promptblend.imagesets.open_image_set` opens. Images keep their original bytes
+(no re-encoding); every image is decoded first, and a bad one (a truncated PNG...) is a named error, or
+with ``--skip-bad`` left out and counted. A row without a prompt (a null Parquet cell) stays without one:
+it gets no line in ``prompts.csv`` and a null in Parquet; shards, whose ``.txt`` is on every key or none,
+refuse such a set (:class:`TruthError`). Default direction: shards become a folder, anything else shards.
 """
 
 from __future__ import annotations
@@ -13,109 +19,96 @@ from pathlib import Path
 
 from promptblend import atomic
 from promptblend.cli import entry_point
-from promptblend.errors import ConfigError, ImageSetError
-from promptblend.images import is_image_folder, open_image_set
-from promptblend.shards import ShardSet, is_shard_source, shard_name, write_shard
+from promptblend.errors import BadImageError, TruthError
+from promptblend.imagesets import (
+    ImageSet,
+    Raw,
+    image_suffix,
+    open_image_set,
+    source_kind,
+)
+from promptblend.imagesets.batches import find_bad
+from promptblend.imagesets.parquet import write_parquet
+from promptblend.imagesets.shards import SIZES_JSON, shard_name, write_shard
 
 SHARD_PREFIX = "images"
-#: Column names read from a parquet: the first present of each list.
-PARQUET_COLUMNS = {"id": ("image_name", "imgId", "id", "key"), "image": ("image", "image_bytes", "path", "image_path"),
-                   "prompt": ("prompt", "text", "caption")}
+PARQUET_NAME = "images.parquet"
+TARGETS = ("shards", "folder", "parquet")
 
 
-def _pick(columns: list[str], role: str, path: Path) -> str:
-    """The parquet column playing ``role``."""
-    for name in PARQUET_COLUMNS[role]:
-        if name in columns:
-            return name
-    raise ConfigError(f"{path} has no {role} column (one of {PARQUET_COLUMNS[role]}; columns: {columns})")
+def _rows(image_set: ImageSet) -> Iterator[Raw]:
+    return image_set.stream(range(len(image_set)))
 
 
-def _parquet_samples(path: Path) -> Iterator[dict]:
-    """Samples of a parquet of image bytes or paths (relative to the parquet) with prompts."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    cols = table.column_names
-    id_col, image_col, prompt_col = (_pick(cols, r, path) for r in ("id", "image", "prompt"))
-    for row in table.to_pylist():
-        image = row[image_col]
-        if isinstance(image, dict):  # HF datasets' {"bytes": ..., "path": ...}
-            image = image.get("bytes") or image.get("path")
-        if isinstance(image, str):
-            image = (path.parent / image).read_bytes()
-        key = Path(str(row[id_col])).stem
-        yield {"__key__": key, _suffix(image): image, "txt": str(row[prompt_col])}
-
-
-def _suffix(data: bytes) -> str:
-    """``png``, ``jpg`` or ``webp`` from the image's magic bytes."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return "jpg"
-
-
-def _folder_samples(folder: Path) -> Iterator[dict]:
-    """Samples of an image folder: original file bytes (no re-encoding), prompts.csv text when present."""
-    image_set = open_image_set(folder)
-    if isinstance(image_set, ShardSet):
-        raise ImageSetError(f"{folder} holds shards, not images")
-    prompts = image_set.prompt_list() if image_set.prompts is not None else None  # every id, or TruthError
-    for i, (id_, path) in enumerate(zip(image_set.ids, image_set.paths)):
-        suffix = path.suffix.lower().lstrip(".").replace("jpeg", "jpg")
-        sample = {"__key__": id_, suffix: path.read_bytes()}
-        if prompts is not None:
-            sample["txt"] = prompts[i]
-        yield sample
-
-
-def to_shards(src: str | Path, out: str | Path, shard_size: int = 1000) -> dict:
-    """Write the samples of a folder or parquet as shards under ``out``; returns counts and the brace pattern."""
-    src, out = Path(src), Path(out)
-    samples = _parquet_samples(src) if src.suffix == ".parquet" else _folder_samples(src)
-    shards, n, chunk = 0, 0, []
-    for sample in samples:
+def to_shards(image_set: ImageSet, out: Path, shard_size: int = 1000) -> dict:
+    """Write the set as ``out/images-000000.tar``... with ``sizes.json``; returns counts and the brace pattern."""
+    if image_set.prompts is not None:
+        missing = [i for i in image_set.ids if i not in image_set.prompts]
+        if missing:
+            raise TruthError(f"{len(missing)} images have no prompt (e.g. {missing[:3]}); a shard set's .txt is on "
+                             "every key or none")
+    sizes: dict[str, int] = {}
+    chunk: list[dict] = []
+    for i, raw in enumerate(_rows(image_set)):
+        sample = {"__key__": raw.id, image_suffix(raw.data): raw.data}
+        if raw.prompt is not None:
+            sample["txt"] = raw.prompt
         chunk.append(sample)
-        if len(chunk) == shard_size:
-            write_shard(out / shard_name(SHARD_PREFIX, shards), chunk)
-            shards, n, chunk = shards + 1, n + len(chunk), []
-    if chunk:
-        write_shard(out / shard_name(SHARD_PREFIX, shards), chunk)
-        shards, n = shards + 1, n + len(chunk)
-    if not n:
-        raise ImageSetError(f"{src} holds no images")
-    info = {"n_images": n, "shards": shards, "pattern": f"{SHARD_PREFIX}-{{000000..{shards - 1:06d}}}.tar"}
-    atomic.write_text(out / "sizes.json", json.dumps({shard_name(SHARD_PREFIX, i): min(shard_size, n - i * shard_size)
-                                                      for i in range(shards)}, indent=1))
-    return info
+        if len(chunk) == shard_size or i == len(image_set) - 1:
+            name = shard_name(SHARD_PREFIX, len(sizes))
+            write_shard(out / name, chunk)
+            sizes[name], chunk = len(chunk), []
+    atomic.write_text(out / SIZES_JSON, json.dumps(sizes, indent=1))
+    return {"n_images": len(image_set), "shards": len(sizes),
+            "pattern": f"{SHARD_PREFIX}-{{000000..{len(sizes) - 1:06d}}}.tar"}
 
 
-def to_folder(src: str | Path | list, out: str | Path) -> dict:
-    """Unpack a shard set's images (original bytes) into ``out`` with ``prompts.csv`` from the ``.txt`` members."""
+def to_folder(image_set: ImageSet, out: Path) -> dict:
+    """Write each image as ``out/ID.png|jpg|webp`` (original bytes) and ``prompts.csv`` for the rows with one."""
     import pandas as pd
 
-    image_set = open_image_set(src)
-    if not isinstance(image_set, ShardSet):
-        raise ImageSetError(f"{src} is not a shard set")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for _, id_, _, data, _ in image_set.raw(split_workers=False):
-        with atomic.atomic_path(out / f"{id_}.{_suffix(data)}") as tmp:
-            tmp.write_bytes(data)
-    if image_set.prompts:
+    truth = {}
+    for raw in _rows(image_set):
+        with atomic.atomic_path(out / f"{raw.id}.{image_suffix(raw.data)}") as tmp:
+            tmp.write_bytes(raw.data)
+        if raw.prompt is not None:
+            truth[raw.id] = raw.prompt
+    if truth:
         with atomic.atomic_path(out / "prompts.csv", ".csv") as tmp:
-            pd.DataFrame({"imgId": image_set.ids, "prompt": image_set.prompt_list()}).to_csv(tmp, index=False)
-    return {"n_images": len(image_set), "prompts": bool(image_set.prompts)}
+            pd.DataFrame({"imgId": list(truth), "prompt": list(truth.values())}).to_csv(tmp, index=False)
+    return {"n_images": len(image_set), "prompts": len(truth)}
 
 
-def convert(src: str | Path, out: str | Path, shard_size: int = 1000, to: str | None = None) -> dict:
-    """Shards -> folder, or folder/parquet -> shards (``to`` forces the direction)."""
-    to = to or ("folder" if is_shard_source(src) and not is_image_folder(src) else "shards")
-    if to == "folder":
-        return to_folder(src, out)
-    return to_shards(src, out, shard_size)
+def to_parquet(image_set: ImageSet, out: Path) -> dict:
+    """Write ``out`` (a ``.parquet`` path, or ``out/images.parquet``) with id, image struct and prompt columns."""
+    path = out if out.suffix == ".parquet" else out / PARQUET_NAME
+    n = write_parquet(path, ((raw.id, raw.data, raw.prompt) for raw in _rows(image_set)))
+    return {"n_images": n, "file": str(path)}
+
+
+def convert(src, out: str | Path, to: str | None = None, shard_size: int = 1000, skip_bad: bool = False,
+            workers: int = 0) -> dict:
+    """Convert ``src`` into ``to`` (default: shards -> folder, anything else -> shards) under ``out``.
+
+    Every image is decoded first: a bad one raises :class:`BadImageError` unless ``skip_bad`` leaves it out
+    (counted in the result as ``skipped``).
+    """
+    to = to or ("folder" if source_kind(src) == "shards" else "shards")
+    if to not in TARGETS:
+        raise TruthError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
+    image_set = open_image_set(src, skip_bad=skip_bad, workers=workers)
+    if not skip_bad:
+        bad = find_bad(image_set, workers)
+        if bad:
+            raise BadImageError(bad[0].name, f"{bad[0].reason} ({len(bad)} bad image(s) in all; --skip-bad leaves "
+                                             "them out)")
+    writers = {"shards": lambda: to_shards(image_set, Path(out), shard_size),
+               "folder": lambda: to_folder(image_set, Path(out)),
+               "parquet": lambda: to_parquet(image_set, Path(out))}
+    info = writers[to]()
+    if image_set.skipped:
+        info["skipped"] = len(image_set.skipped)
+    return info
 
 
 @entry_point
@@ -123,13 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``convert SRC --out DIR``."""
     ap = argparse.ArgumentParser(prog="python -m experiments.sets", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="folder|parquet -> shards, or shards -> folder")
-    c.add_argument("src", help="image folder (+ prompts.csv), parquet (image bytes/paths + prompts), or shards")
-    c.add_argument("--out", required=True)
+    c = sub.add_parser("convert", help="between an image folder, WebDataset shards and Parquet")
+    c.add_argument("src", help="image folder (+ prompts.csv, or SET/images + SET/prompts.csv), shards, or .parquet")
+    c.add_argument("--out", required=True, help="output folder (or a .parquet path with --to parquet)")
+    c.add_argument("--to", choices=TARGETS, default=None, help="target (default: shards -> folder, else shards)")
     c.add_argument("--shard-size", type=int, default=1000)
-    c.add_argument("--to", choices=("shards", "folder"), default=None, help="direction (default: from SRC)")
+    c.add_argument("--skip-bad", action="store_true", help="leave out undecodable images (counted)")
+    c.add_argument("--workers", type=int, default=0, help="DataLoader workers that decode-check the images")
     args = ap.parse_args(argv)
-    info = convert(args.src, args.out, args.shard_size, args.to)
+    info = convert(args.src, args.out, args.to, args.shard_size, args.skip_bad, args.workers)
+    if info.get("skipped"):
+        print(f"skipped {info['skipped']} bad image(s)")
     print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     return 0
 

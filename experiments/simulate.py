@@ -50,11 +50,22 @@ def bootstrap_counts(n: int, pool: np.ndarray, size: int, rng: np.random.Generat
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of each entry per row (1 = highest score); ties keep entry order."""
+    """Rank of each entry per row (1 = highest score); tied entries share the best rank of their group
+    (competition ranking: 1, 1, 3), whatever order they are listed in."""
     order = np.argsort(-scores, axis=1, kind="stable")
+    ordered = np.take_along_axis(scores, order, axis=1)
+    first = np.ones(ordered.shape, dtype=bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    place = np.where(first, np.arange(1, scores.shape[1] + 1)[None, :], 0)
     out = np.empty_like(order)
-    np.put_along_axis(out, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
+    np.put_along_axis(out, order, np.maximum.accumulate(place, axis=1), axis=1)
     return out
+
+
+def first_shares(ranks_: np.ndarray) -> np.ndarray:
+    """Each entry's share of first place per row: 1/m for each of m entries tied at rank 1."""
+    top = ranks_ == 1
+    return top / top.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -124,15 +135,22 @@ class Simulation:
         return cache[board]
 
     def rank_distribution(self, board: str) -> np.ndarray:
-        """(E, E) fraction of splits where entry e (row) holds rank r+1 (column)."""
+        """(E, E) fraction of splits where entry e (row) holds rank r+1 (column); m entries tied at rank r
+        share ranks r..r+m-1 equally, so rows and columns each sum to 1 and column 0 is :meth:`p_first`."""
         r = self.ranks(board)
-        e = r.shape[1]
-        flat = (np.arange(e)[None, :] * e + (r - 1)).ravel()
-        return np.bincount(flat, minlength=e * e).reshape(e, e) / r.shape[0]
+        b, e = r.shape
+        flat = (np.arange(b)[:, None] * (e + 1) + r).ravel()
+        size = np.bincount(flat, minlength=b * (e + 1))[flat].reshape(b, e)
+        entry = np.broadcast_to(np.arange(e)[None, :], (b, e))
+        dist = np.zeros(e * e)
+        for k in range(int(size.max())):
+            held = k < size
+            np.add.at(dist, entry[held] * e + (r[held] - 1 + k), 1.0 / size[held])
+        return dist.reshape(e, e) / b
 
     def p_first(self, board: str) -> np.ndarray:
-        """P(rank 1) of each entry on ``board``."""
-        return (self.ranks(board) == 1).mean(axis=0)
+        """P(rank 1) of each entry on ``board``; m entries tied first share that split's 1 (sums to 1)."""
+        return first_shares(self.ranks(board)).mean(axis=0)
 
     def rank_shift(self) -> np.ndarray:
         """Expected private rank minus public rank per entry (positive = drops on the private board)."""
@@ -143,9 +161,9 @@ class Simulation:
         return np.abs(self.ranks("private") - self.ranks("public")).mean(axis=0)
 
     def p_leader_holds(self) -> float:
-        """Probability that the public board's leader also wins the private board."""
-        pub, priv = self.ranks("public"), self.ranks("private")
-        return float((priv[pub == 1] == 1).mean())
+        """Probability that the public board's leader also wins the private board (a tie for first place on
+        a board counts as each tied entry leading with an equal share)."""
+        return float((first_shares(self.ranks("public")) * first_shares(self.ranks("private"))).sum(axis=1).mean())
 
     def index(self, name: str) -> int:
         """Position of entry ``name``: exact name, else a unique substring."""
@@ -215,9 +233,9 @@ def simulate(
     boot = np.empty((splits, e))
     boot_rng = np.random.default_rng([seed, 1])
     everything = np.arange(n)
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
-    bar = tqdm(total=splits, desc="splits", unit="split", disable=not progress, leave=False)
+    bar = progress_bar(total=splits, desc="splits", unit="split", disable=not progress, leave=False)
     if public_mask is None:
         chunks = public_masks(n, n_pub, splits, seed)
     else:

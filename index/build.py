@@ -38,12 +38,14 @@ from promptblend.cli import entry_point
 from promptblend.device import default_device
 from promptblend.digest import file_digest
 from promptblend.errors import BankError, ConfigError
-from promptblend.runs import config_hash, library_versions
+from promptblend.executors import BACKENDS, Executor, open_executor
+from promptblend.runkey import config_hash
+from promptblend.runs import library_versions
 from promptblend.timing import Timer
 from promptblend.vectors import DIM, check_embeddings, l2_normalise
 
 from .choose import IndexChoice, choose_index
-from .embedding import EMBED_BACKENDS, TextModel, embed_in_shards, embed_texts
+from .embedding import TextModel, embed_in_shards, embed_texts
 from .faiss_index import build_index, tune_search, write_index
 from .near_dedup import near_duplicates
 from .normalise import CleanStats, clean_unique
@@ -178,10 +180,9 @@ def _npy_out(path: Path, shape: tuple[int, int]) -> Iterator[np.ndarray]:
 class _Build:
     """The stages of one build of ``cfg`` into ``out``, each timed; run while holding the folder's lock."""
 
-    def __init__(self, cfg: BuildConfig, out: Path, key: str, backend: str, ray_address: str | None,
-                 progress: bool):
+    def __init__(self, cfg: BuildConfig, out: Path, key: str, executor: Executor, progress: bool):
         self.cfg, self.out, self.key = cfg, out, key
-        self.backend, self.ray_address, self.progress = backend, ray_address, progress
+        self.executor, self.progress = executor, progress
         self.work = out / WORK_DIR
         self.timer = Timer()
 
@@ -288,7 +289,7 @@ class _Build:
         dim = DIM if model.kind == "minilm" else embed_texts(model, ["a"]).shape[1]
         with _npy_out(dest, (count, dim)) as out:
             return embed_in_shards(model, lambda: _read_lines(lines_path), count, out, self.work / "shards",
-                                   self.cfg.shard_size, self.backend, self.ray_address, desc)
+                                   self.cfg.shard_size, self.executor, desc)
 
     def manifest(self, *, clean: dict, kept_n: int, keys_file: str, keys_dim: int, choice: IndexChoice,
                  tuning: dict, embedding: dict) -> dict:
@@ -310,7 +311,7 @@ class _Build:
             "index": {"file": INDEX_FILE, "key": choice.key, "estimated_bytes": choice.bytes,
                       "budget_gb": cfg.budget_gb, "search_param": tuning["param"], "search_value": tuning["value"],
                       "recall_target": cfg.recall_target, "recall_at_10": tuning["recall"], "tuning": tuning},
-            "embedding": {"backend": self.backend, "shard_size": cfg.shard_size, **embedding},
+            "embedding": {"backend": self.executor.name, "shard_size": cfg.shard_size, **embedding},
             **self.timer.record(),
             "versions": library_versions(),
         }
@@ -395,13 +396,14 @@ def build_bank(cfg: BuildConfig, out: str | Path, backend: str = "local", ray_ad
     tune_queries = cfg.check()
     key = cfg.content_hash()
     out = Path(out)
+    executor = open_executor(backend, ray_address)  # no cluster there: a named error before out is touched
     created = _make_out(out)
     try:
-        with build_lock(out, lock_timeout):
+        with executor, build_lock(out, lock_timeout):
             try:
                 manifest = _finished(out, key, cfg.strict_utf8)
                 if manifest is None:
-                    manifest = _Build(cfg, out, key, backend, ray_address, progress).run(tune_queries)
+                    manifest = _Build(cfg, out, key, executor, progress).run(tune_queries)
                 if not keep_work:  # also the work a build killed after publishing its manifest left behind
                     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
                 return manifest
@@ -431,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="open_clip pretrained tag or local weights file of --keys")
     p.add_argument("--dedup-cos", type=float, default=None, metavar="T",
                    help="also drop near-duplicates with cosine >= T (top solutions used 0.8-0.95)")
-    p.add_argument("--backend", choices=EMBED_BACKENDS, default="local", help="where embedding shards run")
+    p.add_argument("--backend", choices=BACKENDS, default="local", help="where embedding shards run")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for --backend ray (default: local)")
     p.add_argument("--values-backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="MiniLM encode backend for values: onnx (CPU fp32 export, same vectors to ~1e-7), "

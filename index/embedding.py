@@ -1,9 +1,11 @@
 """Bank embedding in content-addressed shards: values with MiniLM (the scoring model), keys with a
 CLIP text tower. Shards already on disk are never recomputed (that is how a killed build resumes);
-``ray`` runs the missing shards as Ray tasks so a cluster spreads the work."""
+the missing shards run on an executor's workers (:mod:`promptblend.executors`: here, or Ray actors that
+each load the model once) so a cluster spreads the work."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,11 +16,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from promptblend import atomic
+from promptblend.cache import load_entry
 from promptblend.errors import ConfigError
+from promptblend.executors import Builder, Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
-
-EMBED_BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class TextModel:
         if self.kind == "minilm":
             return {"kind": "minilm", "name": self.name or "all-MiniLM-L6-v2", "pretrained": None}
         return {"kind": "clip", "name": self.name, "pretrained": self.pretrained}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit float32 rows for ``texts`` (what an executor's worker runs)."""
+        return embed_texts(self, texts)
 
     def shard_tag(self) -> str:
         """Part of a shard's address: identity plus the encode backend (results differ by ~1e-7)."""
@@ -66,10 +72,6 @@ def shard_address(model: TextModel, texts: Sequence[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def _ray_embed(model_dict: dict, texts: list[str]) -> np.ndarray:
-    return embed_texts(TextModel(**model_dict), texts)
-
-
 def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     chunk: list[str] = []
     for line in lines:
@@ -81,6 +83,13 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+def _load_shard(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    emb = atomic.load_npy(path)
+    if emb.shape != shape:
+        raise ValueError(f"shape {emb.shape}, expected {shape}")
+    return emb
+
+
 def embed_in_shards(
     model: TextModel,
     lines: Callable[[], Iterable[str]],
@@ -88,75 +97,47 @@ def embed_in_shards(
     out: np.ndarray,
     shard_dir: Path,
     shard_size: int = 4096,
-    backend: str = "local",
-    ray_address: str | None = None,
+    executor: Executor | None = None,
     desc: str = "embed",
 ) -> dict:
     """Fill ``out`` (count x dim, e.g. a memmap) with the embeddings of ``lines()``, shard by shard.
 
     Lines are streamed; each shard is saved atomically as ``shard_dir/<address>.npy`` before it is
-    copied into ``out``, and shards already there are reused. With ``ray`` a bounded number of
-    shards run as tasks at once. Returns counts of reused and computed shards.
+    copied into ``out``, and shards already there are reused. The missing shards run on ``executor``'s
+    workers (default: this process), a bounded number at once. Returns counts of reused and computed shards.
     """
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
-    if backend not in EMBED_BACKENDS:
-        raise ConfigError(f"unknown embedding backend '{backend}'; use one of {', '.join(EMBED_BACKENDS)}")
     shard_dir.mkdir(parents=True, exist_ok=True)
     stats = {"shards_reused": 0, "shards_computed": 0}
-    with tqdm(total=count, desc=desc, unit="prompt", smoothing=0.05) as bar:  # closed on errors too
-        def store(at: int, emb: np.ndarray, path: Path) -> None:
-            atomic.save_npy(path, emb)
-            out[at : at + len(emb)] = emb
-            stats["shards_computed"] += 1
-            bar.update(len(emb))
+    todo: list[tuple[int, Path]] = []  # (first row, shard file) of each job, in job order
+    read = [0]
 
-        pool = _RayPool(model, store, ray_address) if backend == "ray" else None
-        start = 0
+    def jobs() -> Iterator[tuple[list[str]]]:
+        """The missing shards as jobs (cached ones copied on the way), read as the workers need them."""
         for chunk in _chunks(lines(), shard_size):
+            start = read[0]
             if start + len(chunk) > count:
                 raise ConfigError(f"{desc}: more than the expected {count} lines")
             path = shard_dir / f"{shard_address(model, chunk)}.npy"
-            if path.is_file():
-                out[start : start + len(chunk)] = atomic.load_npy(path)
+            cached = load_entry(path, functools.partial(_load_shard, shape=(len(chunk), out.shape[1])), "bank shard")
+            read[0] += len(chunk)
+            if cached is not None:
+                out[start : start + len(chunk)] = cached
                 stats["shards_reused"] += 1
                 bar.update(len(chunk))
-            elif pool is None:
-                store(start, embed_texts(model, chunk), path)
             else:
-                pool.submit(start, chunk, path)
-            start += len(chunk)
-        if pool is not None:
-            pool.drain()
-    if start != count:
-        raise ConfigError(f"{desc}: expected {count} lines, read {start}")
+                todo.append((start, path))
+                yield (chunk,)
+
+    with progress_bar(total=count, desc=desc, unit="prompt", smoothing=0.05) as bar:  # closed on errors too
+        with (executor or LocalExecutor()).pool(Builder(TextModel, kwargs=asdict(model))) as pool:
+            for k, emb in enumerate(pool.map("embed", jobs())):
+                at, path = todo[k]
+                atomic.save_npy(path, emb)
+                out[at : at + len(emb)] = emb
+                stats["shards_computed"] += 1
+                bar.update(len(emb))
+    if read[0] != count:
+        raise ConfigError(f"{desc}: expected {count} lines, read {read[0]}")
     return stats
-
-
-class _RayPool:
-    """Missing shards as Ray tasks, at most ~2 per cluster CPU in flight; results stored as they finish."""
-
-    def __init__(self, model: TextModel, store: Callable, address: str | None):
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        self.ray, self.store = ray, store
-        self.task = ray.remote(num_cpus=1)(_ray_embed)
-        self.model = asdict(model)
-        self.max_in_flight = max(2, int(ray.available_resources().get("CPU", 2)) * 2)
-        self.running: dict = {}
-
-    def submit(self, at: int, chunk: list[str], path: Path) -> None:
-        while len(self.running) >= self.max_in_flight:
-            self._finish_one()
-        self.running[self.task.remote(self.model, chunk)] = (at, path)
-
-    def _finish_one(self) -> None:
-        done, _ = self.ray.wait(list(self.running), num_returns=1)
-        at, path = self.running.pop(done[0])
-        self.store(at, self.ray.get(done[0]), path)
-
-    def drain(self) -> None:
-        while self.running:
-            self._finish_one()

@@ -32,7 +32,7 @@ def build_index(keys: np.ndarray, choice: IndexChoice, seed: int = 0, kmeans_ite
                 progress: bool = True):
     """Train (on a seeded sample) and fill a ``choice.key`` inner-product index over ``keys``."""
     import faiss
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     n, dim = keys.shape
     index = faiss.index_factory(dim, choice.key, faiss.METRIC_INNER_PRODUCT)
@@ -49,7 +49,7 @@ def build_index(keys: np.ndarray, choice: IndexChoice, seed: int = 0, kmeans_ite
         faiss.downcast_index(index).hnsw.efConstruction = 80
     if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
         faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", REFINE_K_FACTOR)  # saved with it
-    for start in tqdm(range(0, n, ADD_CHUNK), desc=f"index {choice.key}", unit="chunk", disable=not progress):
+    for start in progress_bar(range(0, n, ADD_CHUNK), desc=f"index {choice.key}", unit="chunk", disable=not progress):
         index.add(_f32(keys[start : start + ADD_CHUNK]))
     return index
 

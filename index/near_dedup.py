@@ -12,12 +12,12 @@ CHUNK = 4096
 def near_duplicates(values: np.ndarray, threshold: float, progress: bool = True) -> np.ndarray:
     """Boolean keep-mask over unit rows ``values`` (first occurrence wins), found with FAISS."""
     import faiss
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     n, dim = values.shape
     kept = faiss.IndexFlatIP(dim) if n <= EXACT_MAX else faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     keep = np.zeros(n, bool)
-    for start in tqdm(range(0, n, CHUNK), desc=f"near-dedup cos>={threshold}", unit="chunk", disable=not progress):
+    for start in progress_bar(range(0, n, CHUNK), desc=f"near-dedup cos>={threshold}", unit="chunk", disable=not progress):
         x = np.ascontiguousarray(values[start : start + CHUNK], dtype=np.float32)
         dup = np.zeros(len(x), bool)
         if kept.ntotal:

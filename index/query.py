@@ -28,7 +28,7 @@ def embed_query(bank: Bank, query: str) -> np.ndarray:
 
     clip = load_clip(km["name"], km["pretrained"])
     if is_image:
-        from promptblend.images import load_image
+        from promptblend.imagesets import load_image
 
         return embed_images(clip, clip.preprocess(load_image(query)).unsqueeze(0))
     return embed_texts(clip, [query])

@@ -52,7 +52,7 @@ class Predictor:
             self._ready = True
 
     def prepare(self, image_set: Any) -> None:
-        """Called by the runner with the :class:`~promptblend.images.ImageSet` before predicting."""
+        """Called by the runner with the :class:`~promptblend.imagesets.ImageSet` before predicting."""
 
     def cache_inputs(self) -> dict[str, Any]:
         """Content identity of what the config names only by path, for the runner's cache key: by default

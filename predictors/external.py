@@ -12,7 +12,8 @@ from typing import Any
 
 from promptblend.cli import entry_point
 from promptblend.errors import AlignmentError, ConfigError, RunError
-from promptblend.runs import Run, is_run, load_run, run_key, save_run
+from promptblend.runkey import run_key
+from promptblend.runs import Run, is_run, load_run, save_run
 
 from .base import Prediction, Predictor
 

@@ -94,15 +94,20 @@ def label_embeddings(
     bundle: ClipBundle, labels: list[str], bank: str, cache: str | Path | None = None, batch_size: int = 256
 ) -> np.ndarray:
     """CLIP text embeddings (float16 unit rows) of ``labels``, from the disk cache or computed and stored."""
-    from promptblend.cache import cache_dir
+    from promptblend.cache import cache_dir, load_entry
 
     digest = hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
     path = Path(cache or cache_dir() / "clip-labels") / bundle.identity / f"{bank}-{len(labels)}-{digest}.npy"
-    if path.is_file():
-        emb = atomic.load_npy(path)
-        if emb.shape[0] == len(labels):
-            return emb
-        log.warning("label cache %s has %d rows for %d labels; recomputing", path, emb.shape[0], len(labels))
+
+    def load(p: Path) -> np.ndarray:
+        emb = atomic.load_npy(p)
+        if emb.ndim != 2 or emb.shape[0] != len(labels):
+            raise ValueError(f"{emb.shape[0] if emb.ndim else 0} rows for {len(labels)} labels")
+        return emb
+
+    emb = load_entry(path, load, "label embeddings")
+    if emb is not None:
+        return emb
     log.info("embedding %d '%s' labels with %s (cached in %s)", len(labels), bank, bundle.name, path.parent)
     emb = embed_short_texts(bundle, labels, batch_size, progress=len(labels) > 4 * batch_size).astype(np.float16)
     atomic.save_npy(path, emb)
@@ -116,11 +121,11 @@ def embed_short_texts(bundle: ClipBundle, texts: list[str], batch_size: int = 25
     (for prompts of ~20 tokens, a quarter of the work). Models other than open_clip's plain ``CLIP``
     with argmax pooling take the full-context path.
     """
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     if not short_context_ok(bundle):
         return embed_texts(bundle, texts, batch_size, progress)
-    starts = tqdm(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch")
+    starts = progress_bar(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch")
     chunks = [embed_tokens(bundle, bundle.tokenizer(list(texts[s : s + batch_size]))) for s in starts]
     return np.concatenate(chunks) if chunks else np.zeros((0, bundle.embed_dim), np.float32)
 

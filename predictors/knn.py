@@ -3,7 +3,6 @@ top-k neighbours' MiniLM values weighted by a softmax of their similarities (``k
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -12,28 +11,12 @@ from promptblend.errors import ConfigError
 from promptblend.vectors import l2_normalise
 
 from .base import Prediction, Predictor
-
-
-@functools.lru_cache(maxsize=4)
-def clip_image_transform(model_name: str, pretrained: str | None):
-    """The eval image transform of an open_clip model, built from its config without its weights."""
-    import open_clip
-
-    from promptblend.clip import load_clip, register_clip_configs
-
-    register_clip_configs()
-    cfg = open_clip.get_model_config(model_name)
-    if cfg is None:  # hf-hub or other remote configs: take it from the loaded model
-        return load_clip(model_name, pretrained).preprocess
-    pp = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
-    return open_clip.image_transform(
-        cfg["vision_cfg"]["image_size"],
-        is_train=False,
-        mean=pp.get("mean"),
-        std=pp.get("std"),
-        resize_mode=pp.get("resize_mode"),
-        interpolation=pp.get("interpolation"),
-    )
+from .clip_views import (
+    average_views,
+    clip_image_transform,
+    parse_views,
+    views_transform,
+)
 
 
 def weighted_neighbours(sims: np.ndarray, rows: np.ndarray, values: np.ndarray, temperature: float) -> np.ndarray:
@@ -50,16 +33,18 @@ def weighted_neighbours(sims: np.ndarray, rows: np.ndarray, values: np.ndarray, 
 
 class KnnPredictor(Predictor):
     """Nearest bank prompts of each image, averaged. ``index`` is a bank folder from ``index.build``
-    whose keys were embedded by the same CLIP (``clip_model``/``clip_pretrained``)."""
+    whose keys were embedded by the same CLIP (``clip_model``/``clip_pretrained``); ``tta``: views whose
+    unit image embeddings are averaged before the search (:mod:`.clip_views`)."""
 
     #: The bank folder (index files of many GB) is keyed by its manifest, not by hashing it whole.
     unhashed_paths = ("index",)
 
     def __init__(self, index: str | None = None, clip_model: str = "ViT-H-14",
                  clip_pretrained: str | None = "laion2b_s32b_b79k", k: int = 10, temperature: float = 0.05,
-                 device: str | None = None) -> None:
+                 device: str | None = None, tta: list | None = None) -> None:
         super().__init__(index=index, clip_model=clip_model, clip_pretrained=clip_pretrained, k=k,
-                         temperature=temperature, device=device)
+                         temperature=temperature, device=device, tta=tta)
+        self.views = parse_views(tta)
         if int(k) < 1:
             raise ConfigError(f"knn: k must be >= 1, got {k}")
         if float(temperature) <= 0:
@@ -70,13 +55,11 @@ class KnnPredictor(Predictor):
     def cache_inputs(self) -> dict[str, Any]:
         """Local CLIP weights by content (see :meth:`Predictor.cache_inputs`) and the bank by its
         manifest, so new weights or a rebuilt bank make a new run."""
-        import hashlib
-        from pathlib import Path
+        from promptblend.bank import manifest_digest
 
         inputs = super().cache_inputs()
-        manifest = Path(self.index or "", "manifest.json")
-        if manifest.is_file():
-            inputs["bank"] = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        if self.index and manifest_digest(self.index):
+            inputs["bank"] = manifest_digest(self.index)
         return inputs
 
     def setup(self) -> None:
@@ -96,7 +79,7 @@ class KnnPredictor(Predictor):
 
     def transform(self):
         """The CLIP image transform alone (light, picklable): what DataLoader workers get."""
-        return clip_image_transform(self.clip_model, self.clip_pretrained)
+        return views_transform(clip_image_transform(self.clip_model, self.clip_pretrained), self.views)
 
     def collate(self, items: list) -> Any:
         """Stack pixel tensors."""
@@ -109,5 +92,5 @@ class KnnPredictor(Predictor):
         from promptblend.clip import embed_images
 
         self.ensure_setup()
-        sims, rows = self.bank.search(embed_images(self.clip, batch), self.k)
+        sims, rows = self.bank.search(average_views(lambda x: embed_images(self.clip, x), batch), self.k)
         return Prediction(weighted_neighbours(sims, rows, self.bank.values, self.temperature))

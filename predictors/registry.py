@@ -2,6 +2,7 @@
 
 ``list_predictors()``, ``get_predictor_config(name)`` (a copy), ``create_predictor(name, **overrides)``
 and ``add_predictor_config(name, config)``, in the manner of open_clip's model configs.
+``resolved_entry`` / ``build_predictor`` carry an entry as data to another process (a Ray actor).
 """
 
 from __future__ import annotations
@@ -58,14 +59,24 @@ def resolve_params(name: str, overrides: dict[str, Any] | None = None) -> dict[s
     return params
 
 
+def resolved_entry(name: str, overrides: dict[str, Any] | None = None) -> dict:
+    """The entry ``name`` with its params resolved (``overrides`` applied): plain data from which
+    :func:`build_predictor` makes the same predictor in any process, one that never saw it registered."""
+    return {**get_predictor_config(name), "name": name, "params": resolve_params(name, overrides)}
+
+
+def build_predictor(entry: dict) -> Predictor:
+    """Instantiate a resolved entry (see :func:`resolved_entry`); models load lazily."""
+    module_name, _, cls_name = entry["class"].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    predictor = cls(**entry["params"])
+    predictor.name = entry["name"]
+    return predictor
+
+
 def create_predictor(name: str, **overrides: Any) -> Predictor:
     """Instantiate the entry ``name`` with its params updated by ``overrides`` (models load lazily)."""
-    cfg = get_predictor_config(name)
-    module_name, _, cls_name = cfg["class"].partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    predictor = cls(**resolve_params(name, overrides))
-    predictor.name = name
-    return predictor
+    return build_predictor(resolved_entry(name, overrides))
 
 
 _load_builtin()

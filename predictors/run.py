@@ -6,49 +6,42 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
 from promptblend.cli import entry_point
 from promptblend.device import resolve_device
-from promptblend.errors import AlignmentError, BadImageError, ConfigError
-from promptblend.images import (
-    AnyImageSet,
-    ImageSet,
-    decode_image,
-    open_image_set,
-    part_index,
-)
-from promptblend.runs import Run, build_run, is_run, run_key
-from promptblend.shards import ShardSet
+from promptblend.errors import AlignmentError, ConfigError
+from promptblend.executors import BACKENDS, Builder, Pool, open_executor, worker_cpus
+from promptblend.imagesets import ImageSet, open_image_set
+from promptblend.imagesets.batches import BadBatch, Batches, no_collate, row_batches
+from promptblend.runkey import keyed_config, run_key
+from promptblend.runs import Run, build_run, cached_run
 
 from .base import Prediction, Predictor
 from .registry import (
-    create_predictor,
+    build_predictor,
     get_predictor_config,
     list_predictors,
     resolve_params,
+    resolved_entry,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
-BACKENDS = ("local", "ray")
 
 
 def default_workers() -> int:
-    """DataLoader workers: one fewer than the CPUs, at most 4."""
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
+    """DataLoader workers: one fewer than the CPUs this process may use (a Ray actor: its share), at most 4."""
+    return min(4, max(0, worker_cpus() - 1))
 
 
 # ---------------------------------------------------------------- config parsing
@@ -113,63 +106,14 @@ def parse_config(name: str, items: Iterable[str] = ()) -> dict[str, Any]:
 # ---------------------------------------------------------------- batching
 
 
-@dataclass
-class _Bad:
-    """A decoding failure carried out of a DataLoader worker (exceptions lose their fields there)."""
+class _Prepare:
+    """The predictor's light, picklable preprocess as a batch ``prepare`` (runs in DataLoader workers)."""
 
-    path: str
-    reason: str
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
 
-
-class _ImageDataset:
-    """Decode + transform row ``i`` of a folder set (runs in DataLoader workers: no predictor, no model)."""
-
-    def __init__(self, image_set: ImageSet, transform: Callable | None) -> None:
-        self.image_set, self.transform = image_set, transform
-
-    def __len__(self) -> int:
-        return len(self.image_set)
-
-    def __getitem__(self, i: int) -> tuple[int, Any]:
-        return _prepare(self.transform, i, partial(self.image_set.load, i))
-
-
-def _prepare(transform: Callable | None, row: int, decode: Callable[[], Any]) -> tuple[int, Any]:
-    """``(row, model input)``: the row itself when no pixels are read (``transform`` None), a :class:`_Bad` on a bad image."""
-    if transform is None:
-        return row, row
-    try:
-        return row, transform(decode())
-    except BadImageError as e:
-        return row, _Bad(str(e.path), e.reason)
-
-
-class _ShardBatches(IterableDataset):
-    """Batches of a shard set from row ``start``, streamed; DataLoader worker ``w`` of ``W`` makes batches ``w, w+W, ...``
-    (every worker reads the stream, each decodes only its own batches, so the loader's round-robin keeps row order)."""
-
-    def __init__(self, image_set: ShardSet, transform: Callable | None, start: int, batch_size: int) -> None:
-        super().__init__()
-        self.image_set, self.transform, self.start, self.batch_size = image_set, transform, start, batch_size
-
-    def __iter__(self) -> Iterator[list[tuple[int, Any]]]:
-        part, parts = part_index()
-        batch: list = []
-        for n, sample in enumerate(self.image_set.raw(self.start, split_workers=False)):
-            if (n // self.batch_size) % parts == part:
-                row, _, name, data, _ = sample
-                batch.append(_prepare(self.transform, row, partial(decode_image, data, name)))
-            if batch and (n + 1) % self.batch_size == 0:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
-def _gather(items: list[tuple[int, Any]]) -> tuple[list[int], list[Any]] | _Bad:
-    """A batch's rows and inputs (the predictor collates them in the main process), or its first bad image."""
-    bad = next((x for _, x in items if isinstance(x, _Bad)), None)
-    return bad if bad is not None else ([i for i, _ in items], [x for _, x in items])
+    def __call__(self, image: Any, key: int) -> Any:
+        return self.transform(image)
 
 
 class BatchStream:
@@ -181,9 +125,9 @@ class BatchStream:
     """
 
     def __init__(
-        self, predictor: Predictor, image_set: AnyImageSet, batch_size: int, workers: int, progress: bool = True
+        self, predictor: Predictor, image_set: ImageSet, batch_size: int, workers: int, progress: bool = True
     ) -> None:
-        from tqdm.auto import tqdm
+        from promptblend.progress import progress_bar
 
         self.predictor, self.image_set = predictor, image_set
         self.batch_size, self.workers = max(1, batch_size), max(0, workers)
@@ -192,22 +136,17 @@ class BatchStream:
         self._emb: list[np.ndarray] = []
         self._prompts: list[str] = []
         self._held = 0
-        self._bar = tqdm(total=len(image_set), desc=getattr(predictor, "name", "predict"), unit="img", disable=not progress)
+        self._bar = progress_bar(total=len(image_set), desc=getattr(predictor, "name", "predict"), unit="img", disable=not progress)
 
     def _restart(self, start: int) -> None:
         from torch.utils.data import DataLoader
 
         transform = self.predictor.transform() if self.predictor.reads_pixels else None
-        common = {"num_workers": self.workers, "collate_fn": _gather,
-                  "pin_memory": resolve_device(self.predictor.device).startswith("cuda"),
-                  "prefetch_factor": 4 if self.workers else None}
-        if isinstance(self.image_set, ShardSet):
-            data = _ShardBatches(self.image_set, transform, start, self.batch_size)
-            loader = DataLoader(data, batch_size=None, **common)
-        else:
-            n = len(self.image_set)
-            batches = [list(range(s, min(s + self.batch_size, n))) for s in range(start, n, self.batch_size)]
-            loader = DataLoader(_ImageDataset(self.image_set, transform), batch_sampler=batches, **common)
+        data = Batches(self.image_set, row_batches(start, len(self.image_set), self.batch_size),
+                       None if transform is None else _Prepare(transform))
+        loader = DataLoader(data, batch_size=None, collate_fn=no_collate, num_workers=self.workers,
+                            pin_memory=resolve_device(self.predictor.device).startswith("cuda"),
+                            prefetch_factor=4 if self.workers else None)
         self._iter = iter(loader)
         self._pos, self._emb, self._prompts, self._held = start, [], [], 0
 
@@ -215,9 +154,9 @@ class BatchStream:
         import torch
 
         item = next(self._iter)
-        if isinstance(item, _Bad):
+        if isinstance(item, BadBatch):
             self.close()
-            raise BadImageError(item.path, item.reason)
+            raise item.bad[0].error()
         rows, inputs = item
         with torch.inference_mode():
             pred: Prediction = self.predictor.predict_batch(self.predictor.collate(inputs))
@@ -256,7 +195,7 @@ class BatchStream:
 
 def predict_image_set(
     predictor: Predictor,
-    image_set: AnyImageSet,
+    image_set: ImageSet,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     progress: bool = True,
@@ -277,7 +216,7 @@ def predict_image_set(
 
 def run_predictor(
     name: str,
-    images: str | Path | AnyImageSet | list,
+    images: str | Path | ImageSet | list,
     out: str | Path,
     config: dict[str, Any] | None = None,
     *,
@@ -293,113 +232,113 @@ def run_predictor(
     """Run predictor ``name`` (registry entry, ``config`` overrides) over an image set into ``out``.
 
     ``images`` is a folder, WebDataset shards (a folder of ``*.tar``, a brace pattern, a list, URLs; see
-    :func:`promptblend.images.open_image_set`) or an opened set. The cache key is the name + resolved
+    :func:`promptblend.imagesets.open_image_set`) or an opened set. The cache key is the name + resolved
     config (+ digests of files it names, see :meth:`Predictor.cache_inputs`) + image-set fingerprint: an
     existing run is returned as is. Otherwise models are built (a missing model raises
     :class:`ModelNotFoundError` before any shard is written), images are decoded and preprocessed in
     DataLoader workers, and each shard of ``shard_size`` rows is written atomically, so a killed run
     resumes. With ``backend="ray"`` the shards are computed by Ray actors that each build the model once
-    (one per GPU, else one per CPU) and land in the same run format. A corrupt image raises
+    (see :mod:`promptblend.executors`) and land in the same run format. A corrupt image raises
     :class:`BadImageError` naming it (finished shards stay for the resume) unless ``skip_bad``.
     A resume with another ``shard_size`` recomputes the rows whose shard layout changed.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if batch_size < 1 or shard_size < 1:
+        raise ConfigError(f"batch size and shard size must be at least 1, got {batch_size} and {shard_size}")
     overrides = dict(config or {})
-    params = resolve_params(name, overrides)
+    entry = resolved_entry(name, overrides)
     image_set = open_image_set(images, skip_bad=skip_bad)
     fingerprint = image_set.fingerprint()
-    predictor = create_predictor(name, **overrides)
+    predictor = build_predictor(entry)
     if device is not None:
         predictor.device = device
-    inputs = predictor.cache_inputs()
-    key_config = {**params, "_inputs": inputs} if inputs else params
+    key_config = keyed_config(entry["params"], predictor.cache_inputs())
     extra_meta: dict[str, Any] = {"batch_size": batch_size}
     if image_set.skipped:
-        extra_meta["skipped"] = [[str(p), why] for p, why in image_set.skipped]
-    source = None
-    if not is_run(Path(out) / run_key(name, key_config, fingerprint)):
-        if backend == "ray":
-            source = RayRows(name, overrides, device, image_set, batch_size, shard_size, ray_address, progress)
-            extra_meta.update(backend="ray", actors=source.actors)
-        else:
+        extra_meta["skipped"] = [[what, why] for what, why in image_set.skipped]  # (id or shard, reason)
+    with contextlib.ExitStack() as stack:
+        source = None
+        if cached_run(Path(out) / run_key(name, key_config, fingerprint), image_set.ids) is None:  # a damaged one is rebuilt
+            executor = stack.enter_context(open_executor(backend, ray_address))  # no cluster: an error, nothing written
             t0 = time.perf_counter()
-            predictor.ensure_setup()
-            predictor.prepare(image_set)
-            extra_meta.update(setup_s=round(time.perf_counter() - t0, 3), device=_device_name(predictor))
-            log.info("%s ready in %.1f s", name, extra_meta["setup_s"])
-            workers = default_workers() if workers is None else workers
-            source = BatchStream(predictor, image_set, batch_size, workers, progress)
+            pool = stack.enter_context(executor.pool(Builder(RowWorker, (entry, device, image_set, batch_size, workers))))
+            devices = pool.each("device")
+            extra_meta.update(backend=pool.backend, actors=pool.size, setup_s=round(time.perf_counter() - t0, 3),
+                              device=devices[0])
+            log.info("%s ready in %.1f s on %d %s worker(s)", name, extra_meta["setup_s"], pool.size, pool.backend)
+            source = stack.enter_context(PoolRows(pool, len(image_set), shard_size, name, progress))
 
-    def compute(start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
-        return source.rows(start, stop)
+        def compute(start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
+            return source.rows(start, stop)
 
-    try:
         return build_run(
             out, name, key_config, image_set.ids, fingerprint, compute, shard_size=shard_size, extra_meta=extra_meta,
             progress=False,
         )
-    finally:
-        if source is not None:
-            source.close()
 
 
-class RowPredictor:
-    """What a Ray actor hosts: the predictor built once (setup + prepare), predicting any row range."""
+class RowWorker:
+    """What each executor worker builds (in this process, or in a Ray actor from plain data): the
+    predictor of a resolved registry entry, set up and prepared once, predicting any row range; a range
+    that follows the last one continues the same DataLoader."""
 
-    def __init__(self, name: str, overrides: dict[str, Any], device: str | None, image_set: AnyImageSet,
-                 batch_size: int) -> None:
-        self.predictor = create_predictor(name, **overrides)
+    def __init__(self, entry: dict, device: str | None, image_set: ImageSet, batch_size: int,
+                 workers: int | None = None) -> None:
+        self.predictor = build_predictor(entry)
         if device is not None:
             self.predictor.device = device
         self.predictor.ensure_setup()
         self.predictor.prepare(image_set)
-        self.image_set, self.batch_size = image_set, batch_size
+        workers = default_workers() if workers is None else workers
+        self.stream = BatchStream(self.predictor, image_set, batch_size, workers, progress=False)
+
+    def device(self) -> str:
+        """The device it predicts on."""
+        return resolve_device(self.predictor.device)
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
-        """Predictions of rows ``start:stop`` (decoded in the actor's own process)."""
-        stream = BatchStream(self.predictor, self.image_set, self.batch_size, 0, progress=False)
-        try:
-            return stream.rows(start, stop)
-        finally:
-            stream.close()
+        """Predictions of rows ``start:stop`` (decoded in this worker's own DataLoader)."""
+        return self.stream.rows(start, stop)
+
+    def close(self) -> None:
+        """Stop the DataLoader."""
+        self.stream.close()
 
 
-class RayRows:
-    """The ``compute`` callback over Ray: on the first request every shard from there on is queued on the
-    actors; requests then take results in order (a shard found done on disk just discards its result)."""
+class PoolRows:
+    """The ``compute`` callback of :func:`promptblend.runs.build_run` over an executor's pool: on the
+    first request every shard from there on is queued; requests then take results in order (a shard
+    found done on disk just discards its result). Shows the progress bar."""
 
-    def __init__(self, name: str, overrides: dict[str, Any], device: str | None, image_set: AnyImageSet,
-                 batch_size: int, shard_size: int, address: str | None, progress: bool = True) -> None:
-        from tqdm.auto import tqdm
+    def __init__(self, pool: Pool, n: int, shard_size: int, name: str, progress: bool = True) -> None:
+        from promptblend.progress import progress_bar
 
-        from promptblend.raypool import ActorPool
-
-        self.pool = ActorPool(RowPredictor, (name, overrides, device, image_set, batch_size), address)
-        self.actors = len(self.pool.actors)
-        self.n, self.shard_size = len(image_set), shard_size
+        self.pool, self.n, self.shard_size = pool, n, shard_size
         self._results: Iterator | None = None
-        self._bar = tqdm(total=self.n, desc=name, unit="img", disable=not progress)
+        self._bar = progress_bar(total=n, desc=name, unit="img", disable=not progress)
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
         """Predictions for rows ``start:stop`` (called in increasing order)."""
         if self._results is None:
             ranges = [(s, min(s + self.shard_size, self.n)) for s in range(start, self.n, self.shard_size)]
-            self._results = self.pool.map_ordered("rows", ranges, ranges)
+            self._results = zip(ranges, self.pool.map("rows", ranges))
+            self._bar.update(start)
         for span, result in self._results:
             if span == (start, stop):
                 self._bar.update(stop - start)
                 return result
-        raise AlignmentError(f"rows {start}:{stop} were not queued on the Ray actors")
+        raise AlignmentError(f"rows {start}:{stop} were not queued on the workers")
 
     def close(self) -> None:
-        """Kill the actors and close the progress bar."""
+        """Close the progress bar."""
         self._bar.close()
-        self.pool.close()
 
+    def __enter__(self) -> PoolRows:
+        return self
 
-def _device_name(predictor: Predictor) -> str:
-    return resolve_device(predictor.device)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @entry_point
@@ -408,12 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m predictors.run", description=__doc__.splitlines()[0])
     ap.add_argument("name", help=f"registered predictor ({', '.join(list_predictors())})")
     ap.add_argument("--images", required=True, nargs="+",
-                    help="image set: a folder (id = file stem), or WebDataset shards (a folder of .tar, "
+                    help="image set: a folder (id = file stem; or SET with SET/images/ + SET/prompts.csv), "
+                         "a .parquet (or a folder of them), or WebDataset shards (a folder of .tar, "
                          "a brace pattern such as 'sets/val-{000000..000031}.tar', tar paths, URLs, pipe:)")
     ap.add_argument("--out", required=True, help="runs folder (one sub-folder per run)")
     ap.add_argument("--config", nargs="+", action="extend", default=[], metavar="FILE|KEY=VALUE",
                     help="overrides of the entry's params: key=value pairs or JSON files")
-    ap.add_argument("--skip-bad", action="store_true", help="drop undecodable images (listed in meta.json)")
+    ap.add_argument("--skip-bad", action="store_true",
+                    help="leave out undecodable images and cut-off shards (counted here, listed in meta.json)")
     ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ap.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {default_workers()})")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
@@ -435,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     status = "cache hit" if run.meta.get("cache_hit") else "computed"
     print(f"{run.path} ({len(run)} images, {status} in {time.perf_counter() - t0:.1f} s)")
+    skipped = run.meta.get("skipped") or []
+    if skipped:
+        shown = ", ".join(what for what, _ in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        print(f"skipped {len(skipped)} bad image(s) (listed in meta.json): {shown}")
     return 0
 
 

@@ -16,15 +16,20 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import DiskFullError
+from .errors import DiskFullError, OutputError
+from .owner import pid_alive
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG)
+UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp")
 
 
@@ -125,25 +130,63 @@ def _disk_full_as_error(path: Path, needed: int | None) -> Iterator[None]:
         raise
 
 
+def describe_path(path: str | os.PathLike) -> str | None:
+    """What stands at ``path`` (followed through symlinks): "a regular file", "a FIFO"...; None when absent."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((k for test, k in _KINDS if test(mode)), "a special file")
+
+
+def output_target(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Where a write to ``path`` lands, as coreutils does it: through symlinks to their target.
+
+    Only an absent path or a regular file (a folder when ``folder``) may be replaced: a device, FIFO,
+    socket, or a file where a folder belongs (or the reverse) raises :class:`OutputError`.
+    """
+    real = Path(os.path.realpath(path))
+    kind = describe_path(real)
+    if kind is not None and kind != ("a folder" if folder else "a regular file"):
+        via = f" (a symlink to {real})" if os.path.islink(path) else ""
+        raise OutputError(f"refusing to write {path}{via}: it is {kind}, not {'a folder' if folder else 'a regular file'}")
+    return real
+
+
+@contextlib.contextmanager
+def _unwritable_as_error(path: Path) -> Iterator[None]:
+    """No permission or a read-only file system while making or publishing ``path``: :class:`OutputError`."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in UNWRITABLE_ERRNOS:
+            raise OutputError(f"cannot write {path}: {e.strerror}") from e
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "", needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it.
 
-    ``needed`` (bytes, when known) is checked against the free space first.
+    A symlinked ``path`` is written through to its target; anything but a regular file there is refused
+    (see :func:`output_target`). ``needed`` (bytes, when known) is checked against the free space first.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if needed:
-        ensure_free_space(path.parent, needed, path.name)
-    sweep_stale(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".tmp{suffix}", dir=path.parent)
+    given = path
+    path = output_target(path)
+    with _unwritable_as_error(Path(given)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if needed:
+            ensure_free_space(path.parent, needed, path.name)
+        sweep_stale(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         with _disk_full_as_error(path, needed):
             yield tmp
             _publish_mode(tmp, folder=False)
-            os.replace(tmp, path)
+            with _unwritable_as_error(Path(given)):
+                os.replace(tmp, output_target(given))
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -181,17 +224,23 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if needed:
-        ensure_free_space(path.parent, needed, path.name)
-    sweep_stale(path.parent, path.name)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
+
+    A symlinked ``path`` is written through to its target; anything but a folder there is refused.
+    """
+    given = path
+    path = output_target(path, folder=True)
+    with _unwritable_as_error(Path(given)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if needed:
+            ensure_free_space(path.parent, needed, path.name)
+        sweep_stale(path.parent, path.name)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         with _disk_full_as_error(path, needed):
             yield tmp
             _publish_mode(tmp, folder=True)
+            path = output_target(given, folder=True)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
@@ -200,18 +249,27 @@ def atomic_dir(path: str | os.PathLike, needed: int | None = None) -> Iterator[P
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _owner_gone(pid: int, mtime: float) -> bool:
-    """Whether process ``pid`` is dead, or is a newer process than a file last written at ``mtime``."""
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike, resumable: Callable[[Path], bool]) -> Iterator[Path]:
+    """Create a command's output folder ``path`` (through a symlink; anything but a folder there is refused).
+
+    When the command then fails, what it leaves is resumable or removed, and the error says which (a note
+    that :func:`promptblend.cli.entry_point` prints on the error line): a folder holding ``resumable``
+    work is kept; one this call made that holds none is removed; a folder that was there before stays.
+    """
+    path = output_target(path, folder=True)
+    made = not path.exists()
+    with _unwritable_as_error(path):
+        path.mkdir(parents=True, exist_ok=True)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    try:
-        return os.stat(f"/proc/{pid}").st_ctime > mtime + 1.0
-    except OSError:
-        return False
+        yield path
+    except BaseException as e:
+        if resumable(path):
+            e.add_note(f"work kept in {path}: run the same command again to resume")
+        elif made:
+            shutil.rmtree(path, ignore_errors=True)
+            e.add_note(f"nothing to resume: {path} removed")
+        raise
 
 
 def sweep_stale(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
@@ -231,7 +289,7 @@ def sweep_stale(folder: str | os.PathLike, name: str | None = None) -> list[Path
         if not m or m["host"] != host or int(m["pid"]) == os.getpid() or name not in (None, m["name"]):
             continue
         try:
-            if not _owner_gone(int(m["pid"]), entry.stat(follow_symlinks=False).st_mtime):
+            if pid_alive(int(m["pid"]), seen=entry.stat(follow_symlinks=False).st_mtime):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)

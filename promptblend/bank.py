@@ -214,6 +214,14 @@ def _load(folder: str, stamp: tuple) -> Bank:
     raise BankError(f"{path} is not a built bank (no {MANIFEST} or {VALUES_FILE}); build one with python -m index.build")
 
 
+def manifest_digest(folder: str | os.PathLike) -> str | None:
+    """A built bank's identity for cache keys: a digest of its manifest (None when it has none)."""
+    import hashlib
+
+    path = Path(folder, MANIFEST)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
 def load_bank(folder: str | os.PathLike) -> Bank:
     """Open the bank in ``folder`` (once per process while its manifest is unchanged)."""
     path = Path(folder)

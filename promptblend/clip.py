@@ -138,10 +138,10 @@ def embed_images(bundle: ClipBundle, pixels) -> np.ndarray:
 def embed_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """CLIP text embeddings, float32 unit rows, batched."""
     import torch
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     out = []
-    for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch"):
+    for start in progress_bar(range(0, len(texts), batch_size), disable=not progress, desc="clip text", unit="batch"):
         tokens = bundle.tokenizer(list(texts[start : start + batch_size])).to(bundle.device)
         with torch.inference_mode(), autocast(bundle.device):
             feats = bundle.model.encode_text(tokens).float()

@@ -42,8 +42,16 @@ class ConfigError(PromptblendError):
     """A configuration names an unknown key, predictor or value."""
 
 
+class SetMismatchError(ConfigError):
+    """A set folder being resumed or extended was made with other settings or prompts."""
+
+
 class ModelNotFoundError(PromptblendError):
     """A model path or hub name cannot be resolved (offline or missing)."""
+
+
+class ClusterError(PromptblendError):
+    """A compute cluster (Ray) cannot be reached at the address given, or cannot be started."""
 
 
 class BlendError(PromptblendError):
@@ -65,6 +73,10 @@ class ShardError(ImageSetError):
         self.shard, self.key, self.reason = shard, key, reason
         where = f"shard {shard}" + (f", key {key!r}" if key is not None else "")
         super().__init__(f"{where}: {reason}")
+
+
+class OutputError(PromptblendError):
+    """An output path cannot be written: not a regular file (or folder), or not writable."""
 
 
 class DiskFullError(PromptblendError):

@@ -99,6 +99,8 @@ footer{padding-bottom:24px;font-size:.8rem}
  th{white-space:nowrap}
  table{font-size:.82rem}
  .facts{grid-template-columns:repeat(2,minmax(0,1fr))}
+ td.pin{white-space:normal;overflow-wrap:anywhere}
+ td.pin:not(.num),th.pin:not(.num){min-width:8em}
 }
 """
 
@@ -122,13 +124,13 @@ function sortBy(table,col,th){
 }
 function pin(table){
  var n=+table.getAttribute('data-pin')||0;if(!n)return;
- var head=table.tHead.rows[0].cells,left=[],x=0;
- for(var i=0;i<n&&i<head.length;i++){left.push(x);x+=head[i].getBoundingClientRect().width;}
+ var head=table.tHead.rows[0].cells,left=[],x=0;n=Math.min(n,head.length);
  Array.prototype.forEach.call(table.rows,function(r){
-  for(var i=0;i<left.length&&i<r.cells.length;i++){
-   r.cells[i].classList.add('pin');r.cells[i].style.left=left[i]+'px';
-   if(i===left.length-1)r.cells[i].classList.add('pin-last');
-  }
+  for(var i=0;i<n&&i<r.cells.length;i++){r.cells[i].classList.add('pin');r.cells[i].classList.toggle('pin-last',i===n-1);}
+ });
+ for(var i=0;i<n;i++){left.push(x);x+=head[i].getBoundingClientRect().width;}
+ Array.prototype.forEach.call(table.rows,function(r){
+  for(var i=0;i<n&&i<r.cells.length;i++)r.cells[i].style.left=left[i]+'px';
  });
 }
 var tables=document.querySelectorAll('table');

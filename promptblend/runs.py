@@ -7,10 +7,8 @@ atomic shards, so a killed build resumes where it stopped; the finished run appe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import time
@@ -22,7 +20,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import atomic, lines
-from .errors import AlignmentError, EmbeddingError, RunError
+from .cache import load_entry
+from .errors import AlignmentError, RunError
+from .runkey import config_hash, run_key
 from .vectors import DIM, check_embeddings, check_ids
 
 log = logging.getLogger(__name__)
@@ -54,27 +54,19 @@ class Run:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def select(self, ids: Sequence[str]) -> "Run":
-        """The rows for ``ids`` in that order; unknown ids raise :class:`AlignmentError`."""
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The row of each of ``ids``, in that order; unknown ids raise :class:`AlignmentError`."""
         index = {k: i for i, k in enumerate(self.ids)}
         missing = [k for k in ids if k not in index]
         if missing:
             raise AlignmentError(f"run {self.name} lacks {len(missing)} ids, e.g. {missing[:3]}")
-        rows = np.fromiter((index[k] for k in ids), dtype=np.int64, count=len(ids))
+        return np.fromiter((index[k] for k in ids), dtype=np.int64, count=len(ids))
+
+    def select(self, ids: Sequence[str]) -> "Run":
+        """The rows for ``ids`` in that order; unknown ids raise :class:`AlignmentError`."""
+        rows = self.rows_of(ids)
         prompts = [self.prompts[r] for r in rows] if self.prompts is not None else None
         return Run(list(ids), self.embeddings[rows], dict(self.meta), prompts, self.path)
-
-
-def config_hash(config: dict) -> str:
-    """Stable short hash of a JSON-able config."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def run_key(predictor: str, config: dict, fingerprint: str) -> str:
-    """Cache key = predictor name + config hash + image-set fingerprint; also the run's folder name."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in predictor)
-    return f"{safe}-{config_hash(config)}-{fingerprint[:12]}"
 
 
 def library_versions() -> dict[str, str]:
@@ -147,6 +139,28 @@ def list_runs(root: str | Path) -> list[Path]:
 ShardFn = Callable[[int, int], tuple[np.ndarray, list[str] | None]]
 
 
+def run_name(predictor: str, config: dict) -> str:
+    """A run's short display name: the predictor and a 6-character config tag (the start of the config hash in
+    its folder name, the full cache key, which ``meta.json`` keeps under ``key``)."""
+    return f"{predictor}-{config_hash(config)[:6]}"
+
+
+def unique_run_name(out_root: Path, name: str, key: str, fingerprint: str) -> str:
+    """``name``, unique among the other runs in ``out_root``: the same predictor and config on another image set
+    gets the image set's tag (``@`` and the start of its fingerprint), and a clash beyond that the full key."""
+    taken = set()
+    for folder in list_runs(out_root) if out_root.is_dir() else []:
+        if folder.name != key:
+            try:
+                taken.add(json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("name"))
+            except (OSError, ValueError, AttributeError):
+                continue
+    for candidate in (name, f"{name}@{fingerprint[:6]}"):
+        if candidate not in taken:
+            return candidate
+    return key
+
+
 def build_run(
     out_root: str | Path,
     predictor: str,
@@ -170,44 +184,46 @@ def build_run(
     ids = check_ids(list(ids))
     key = run_key(predictor, config, fingerprint)
     out_root = Path(out_root)
-    cached = _cached_run(out_root / key, ids)
+    cached = cached_run(out_root / key, ids)
     if cached is not None:
         return cached
-    with atomic.file_lock(out_root / f".{key}.lock"):
-        cached = _cached_run(out_root / key, ids)  # another process may have finished it while we waited
+    # a failure removes a runs folder it made and left empty; kept shards are named on the error line
+    with atomic.output_folder(out_root, _holds_anything), atomic.file_lock(out_root / f".{key}.lock"):
+        cached = cached_run(out_root / key, ids)  # another process may have finished it while we waited
         if cached is not None:
             return cached
         atomic.sweep_stale(out_root)
         partial = out_root / f"{key}.partial"
         try:
             return _compute_run(out_root / key, partial, predictor, ids, compute, shard_size, progress, {
-                "name": key, "predictor": predictor, "config": config, "fingerprint": fingerprint,
+                "name": unique_run_name(out_root, run_name(predictor, config), key, fingerprint),
+                "key": key, "predictor": predictor, "config": config, "fingerprint": fingerprint,
                 **(extra_meta or {}),
             })
         except BaseException:
             if not any(partial.glob("rows-*.npz")):
                 shutil.rmtree(partial, ignore_errors=True)  # nothing to resume: leave no litter
-            else:
-                log.warning("finished shards kept in %s: run the same command again to resume", partial)
             raise
 
 
-def _cached_run(final: Path, ids: list[str]) -> Run | None:
-    """The finished run at ``final`` when it passes its checks; a failing one is removed (None)."""
-    if not is_run(final):
-        return None
-    try:
-        run = load_run(final)
+def _holds_anything(folder: Path) -> bool:
+    return any(folder.iterdir())
+
+
+def cached_run(final: str | Path, ids: Sequence[str]) -> Run | None:
+    """The finished run at ``final`` when it passes its checks (readable, ids equal to ``ids``); None when
+    absent, and a failing one is removed with a warning (see :func:`promptblend.cache.load_entry`)."""
+    ids = list(ids)
+
+    def load(path: Path) -> Run:
+        run = load_run(path)
         if run.ids != ids:
             raise AlignmentError(f"its ids differ from the image set's ({len(run.ids)} vs {len(ids)})")
-    except (RunError, AlignmentError, EmbeddingError) as e:
-        log.warning("cached run %s fails its checks (%s): removed, rebuilding it", final, e)
-        aside = atomic.aside_path(final)
-        try:
-            os.replace(final, aside)  # one rename: readers see the old run or none
-        except FileNotFoundError:  # another process removed it first
-            return None
-        shutil.rmtree(aside, ignore_errors=True)
+        return run
+
+    final = Path(final)
+    run = load_entry(final, load, "run") if final.is_dir() else None  # a file there: atomic_dir refuses it
+    if run is None:
         return None
     log.info("cache hit: %s", final)
     run.meta["cache_hit"] = True
@@ -223,16 +239,20 @@ def _compute_run(
     atomic.sweep_stale(partial)
     lines.write_lines(partial / "ids.txt", ids)
     t0 = time.perf_counter()
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    bar = tqdm(total=len(ids), desc=predictor, unit="img", disable=not progress)
+    bar = progress_bar(total=len(ids), desc=predictor, unit="img", disable=not progress)
     embs, prompts = [], []
+    computed, computed_s = 0, 0.0  # rows computed here (not resumed) and their seconds
     for start in range(0, len(ids), shard_size):
         stop = min(start + shard_size, len(ids))
         shard = partial / f"rows-{start:09d}-{stop:09d}.npz"
         e, p = _read_shard(shard, stop - start)
         if e is None:
+            t_shard = time.perf_counter()
             e, p = compute(start, stop)
+            computed_s += time.perf_counter() - t_shard
+            computed += stop - start
             e = check_embeddings(e, n=stop - start, what=f"{predictor} rows {start}:{stop}")
             arrays = {"embeddings": e}
             if p is not None:
@@ -248,6 +268,8 @@ def _compute_run(
     if any(have_prompts) and not all(have_prompts):
         raise RunError(f"{predictor} returned prompts for some shards only")
     meta["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    if computed:  # inference time per image, measured on the rows this process computed (a resume counts its part)
+        meta["seconds_per_image"] = computed_s / computed
     run = Run(
         ids,
         np.concatenate(embs) if embs else np.zeros((0, DIM), np.float32),

@@ -16,6 +16,9 @@ from promptblend.vectors import DIM, check_embeddings, check_ids, l2_normalise
 
 HEADER = "imgId_eId,val"
 
+#: Images per block when writing and checking (384 rows each): memory stays near one block, not the file.
+BLOCK = 4096
+
 
 def _keys(img_ids, n: int):
     """The ``imgId_eId`` column for ``n`` images (a pyarrow string array of ids), built in C."""
@@ -42,11 +45,15 @@ def write_submission(path: str | Path, ids: Sequence[str], embeddings: np.ndarra
         raise SubmissionError("nothing to write: zero images")
     if normalise:
         emb = l2_normalise(emb)
-    table = pa.table({"imgId_eId": _keys(pa.array(ids, type=pa.string()), len(ids)), "val": pa.array(emb.reshape(-1), type=pa.float32())})
+    names = pa.array(ids, type=pa.string())
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with atomic.atomic_path(path, ".csv") as tmp:
         with open(tmp, "wb") as f:
             f.write(f"{HEADER}\n".encode())
-            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+            for a in range(0, len(ids), BLOCK):
+                m = min(BLOCK, len(ids) - a)
+                block = pa.table({"imgId_eId": _keys(names.slice(a, m), m), "val": pa.array(emb[a : a + m].reshape(-1), type=pa.float32())})
+                pacsv.write_csv(block, f, options)
         check_submission(tmp, expected_ids=ids)
     return Path(path)
 
@@ -83,7 +90,7 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
         raise SubmissionError(f"{path}: no rows")
     if rows % DIM:
         raise SubmissionError(f"{path}: {rows} rows is not a multiple of {DIM} (384 rows per image)")
-    keys = table.column("imgId_eId").combine_chunks()
+    keys = table.column("imgId_eId")
     n = rows // DIM
     firsts = keys.take(pa.array(np.arange(0, rows, DIM)))
     starts_ok = pc.ends_with(firsts, "_0")
@@ -94,9 +101,12 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
             "with <imgId>_0 (384 rows per image, eId 0..383 in order)"
         )
     firsts = pc.utf8_slice_codeunits(firsts, 0, -2)
-    wrong = pc.not_equal(keys, _keys(firsts, n))
-    if pc.any(wrong).as_py():
-        r = int(np.flatnonzero(wrong.to_numpy(zero_copy_only=False))[0])
+    for a in range(0, n, BLOCK):  # compared block by block: the expected keys of the whole file are large
+        m = min(BLOCK, n - a)
+        wrong = pc.not_equal(keys.slice(a * DIM, m * DIM), _keys(firsts.slice(a, m), m))
+        if not pc.any(wrong).as_py():
+            continue
+        r = a * DIM + int(np.flatnonzero(wrong.to_numpy(zero_copy_only=False))[0])
         raise SubmissionError(
             f"{path}: line {r + 2} is '{keys[r].as_py()}' but '{firsts[r // DIM].as_py()}_{r % DIM}' was expected "
             "(384 rows per image, eId 0..383 in order)"
@@ -106,7 +116,7 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
         check_ids(ids, what=f"{path} image ids")
     except Exception as e:
         raise SubmissionError(str(e)) from e
-    vals = table.column("val").combine_chunks()
+    vals = table.column("val")
     if vals.null_count:
         raise SubmissionError(f"{path}: {vals.null_count} empty values")
     emb = vals.to_numpy().reshape(n, DIM)
@@ -123,7 +133,7 @@ def check_submission(
     """Validate a submission; with ``images``/``expected_ids`` also require exactly those image ids."""
     ids, _ = read_submission(path)
     if images is not None:
-        from promptblend.images import open_image_set
+        from promptblend.imagesets import open_image_set
 
         expected_ids = open_image_set(images).ids
     if expected_ids is not None:

@@ -8,18 +8,18 @@ from typing import Any
 
 from promptblend.cache import cache_dir
 from promptblend.errors import TruthError
-from promptblend.images import open_image_set, read_prompts_csv
+from promptblend.imagesets import open_image_set, read_prompts_csv, source_kind
 from promptblend.runs import Run, build_run, is_run, load_run
-from promptblend.shards import is_shard_source
-from promptblend.text import SCORING_MODEL, encode
+from promptblend.text import SCORING_MODEL, encode, resolve_backend
 
 
 def truth_run(prompts: str | Path | dict[str, str] | Any, model: str | None = None,
-              cache: str | Path | None = None) -> Run:
-    """Embed truth prompts with the scoring model, cached by content.
+              cache: str | Path | None = None, backend: str = "auto") -> Run:
+    """Embed truth prompts with the scoring model, cached by content and encoder backend.
 
     ``prompts``: a ``prompts.csv``, an ``{id: prompt}`` dict, or an image set with prompts (a folder with
-    ``prompts.csv``, or shards whose ``.txt`` members are the prompts).
+    ``prompts.csv``, or shards whose ``.txt`` members are the prompts). ``backend``: see
+    :func:`promptblend.text.encode` (``auto``: the ONNX export on CPU, length-bucketed batches).
     """
     prompts = _truth_prompts(prompts)
     ids, texts = list(prompts), list(prompts.values())
@@ -27,13 +27,14 @@ def truth_run(prompts: str | Path | dict[str, str] | Any, model: str | None = No
     for id_, text in prompts.items():
         h.update(f"{id_}\0{text}\0".encode())
     cache = Path(cache) if cache is not None else cache_dir() / "truth"
+    backend = resolve_backend(backend, model)  # the backends agree to ~1e-7, not bit for bit: part of the key
     run = build_run(
         cache,
         "truth",
-        {"model": model or SCORING_MODEL},
+        {"model": model or SCORING_MODEL, "encoder": backend},
         ids,
         h.hexdigest()[:16],
-        lambda a, b: (encode(texts[a:b], model=model), texts[a:b]),
+        lambda a, b: (encode(texts[a:b], model=model, backend=backend), texts[a:b]),
         shard_size=4096,
         progress=len(ids) > 4096,
     )
@@ -44,9 +45,9 @@ def _truth_prompts(source: Any) -> dict[str, str]:
     """``{id: prompt}`` from a dict, a prompts.csv or an image set."""
     if isinstance(source, dict):
         return source
-    if isinstance(source, (str, Path)) and Path(source).is_file() and not is_shard_source(source):
+    if isinstance(source, (str, Path)) and Path(source).is_file() and source_kind(source) is None:
         return read_prompts_csv(source)
-    if isinstance(source, (str, Path)) and not Path(source).exists() and not is_shard_source(source):
+    if isinstance(source, (str, Path)) and not Path(source).exists() and source_kind(source) is None:
         raise TruthError(f"truth not found: {source} (give a prompts.csv with imgId,prompt, a run folder or an image set)")
     image_set = open_image_set(source)
     return dict(zip(image_set.ids, image_set.prompt_list()))

@@ -1,7 +1,7 @@
 """A real browser for page tests: Debian's Chromium driven by Playwright, fresh profile, every request seen.
 
-Tests that need it skip when ``/usr/bin/chromium`` or Playwright is absent, except under ``CI=true``
-(``.ci/run`` installs both), where they fail. Never ``playwright install``: the browser is Debian's.
+Tests that need it skip when ``/usr/bin/chromium`` or Playwright is absent; under ``CI=true`` (``.ci/run``
+installs both) that skip is a failure, as every skip is (tests/conftest.py). Never ``playwright install``: the browser is Debian's.
 Screenshots go to the folder a test chooses; set ``PROMPTBLEND_SCREENS=DIR`` to get a copy there too.
 """
 
@@ -27,17 +27,14 @@ PHONE = (390, 844)
 
 
 def require_chromium() -> Path:
-    """Chromium's path; skip without it (or without Playwright), fail instead when ``CI`` is set."""
+    """Chromium's path; skip without it (or without Playwright: under ``CI=true`` a failure)."""
     missing = []
     if not CHROMIUM.is_file():
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package (pip install -e '.[dev]')")
     if missing:
-        msg = "browser tests need " + " and ".join(missing)
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg + " (CI must run them)")
-        pytest.skip(msg)
+        pytest.skip("browser tests need " + " and ".join(missing))
     return CHROMIUM
 
 
@@ -60,6 +57,33 @@ class Visit:
     def overflow(self) -> int:
         """How many CSS pixels the page is wider than the window (0: no sideways scroll of the page)."""
         return self.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+    def pinned_view(self, table: str) -> dict:
+        """How ``#table``'s pinned columns share its scrolling box: the box's width (``box``), the pinned
+        columns' width (``pinned``) and how many other columns are wholly in view right of them with the box
+        scrolled to its start (``start``) and to its end (``end``)."""
+        return self.page.evaluate(
+            """(id) => {
+                const t = document.getElementById(id), wrap = t.parentElement, head = Array.from(t.tHead.rows[0].cells);
+                const pinned = head.filter(c => c.classList.contains('pin'));
+                const inView = () => {
+                    const box = wrap.getBoundingClientRect();
+                    const edge = Math.max(box.left, ...pinned.map(c => c.getBoundingClientRect().right));
+                    return head.filter(c => !c.classList.contains('pin')).filter(c => {
+                        const r = c.getBoundingClientRect();
+                        return r.left >= edge - 1 && r.right <= box.right + 1;
+                    }).length;
+                };
+                wrap.scrollLeft = 0;
+                const start = inView();
+                wrap.scrollLeft = wrap.scrollWidth;
+                const end = inView();
+                wrap.scrollLeft = 0;
+                return {box: wrap.clientWidth, start, end,
+                        pinned: pinned.reduce((w, c) => w + c.getBoundingClientRect().width, 0)};
+            }""",
+            table,
+        )
 
     def screenshot(self, folder: Path, name: str) -> Path:
         """A full-page PNG in ``folder`` (and a copy in ``$PROMPTBLEND_SCREENS`` when set)."""

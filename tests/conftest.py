@@ -1,9 +1,11 @@
-"""Shared fixtures: offline mode, the ../shared data folder, temp copies."""
+"""Shared fixtures: offline mode, the ../shared data folder, temp copies, an unwritable folder; under
+``CI=true`` a skip (a missing part: shared data, PostgreSQL, Chromium, Ray, modelscope...) is a failure."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED = Path(os.environ.get("PROMPTBLEND_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "data"
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+#: Skip reasons CI accepts (substrings); every other skip under CI=true fails. Keep it empty.
+CI_ALLOWED_SKIPS: tuple[str, ...] = ()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``CI=true`` a skip, whatever raised it (``skip``, ``skipif``, ``importorskip``), is a failure."""
+    report = (yield).get_result()
+    if not (CI and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not any(allowed in reason for allowed in CI_ALLOWED_SKIPS):
+        report.outcome = "failed"
+        report.longrepr = f"a skip fails under CI=true (a missing part must be installed): {reason}"
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +57,22 @@ def drawbench(shared_data) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep each test session's cache (truth runs, label embeddings...) out of the user's home."""
     monkeypatch.setenv("PROMPTBLEND_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """An empty folder nobody may write in: mode 0555 for a normal user; immutable (``chattr +i``) for root,
+    whom modes do not stop."""
+    path = tmp_path / "locked"
+    path.mkdir()
+    lock, unlock = (["chattr", "+i"], ["chattr", "-i"]) if os.geteuid() == 0 else (["chmod", "555"], ["chmod", "755"])
+    res = subprocess.run([*lock, str(path)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot make an unwritable folder ({' '.join(lock)}): {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run([*unlock, str(path)], check=True)
 
 
 @pytest.fixture

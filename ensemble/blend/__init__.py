@@ -2,14 +2,14 @@
 
 A tuned blend (``best.json`` + ``mean_vector.npy``, written by ``ensemble.tune``) is applied to new
 runs with :func:`blend_runs` (the API of ``python -m ensemble.blend``): runs are matched to the
-weights by predictor name and config hash (recorded per weight in ``best.json``), else by run name.
+weights by run name, else by predictor name and config hash (recorded per weight in ``best.json``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +17,8 @@ import numpy as np
 
 from promptblend import atomic
 from promptblend.errors import AlignmentError, BankError, BlendError, ConfigError
-from promptblend.runs import Run, config_hash
+from promptblend.runkey import config_hash, content_hash
+from promptblend.runs import Run
 from promptblend.vectors import DIM, l2_normalise
 
 from ..align import align
@@ -97,28 +98,28 @@ class BlendParams:
 
 @dataclass
 class Blended:
-    """Blended unit rows for ``ids``, the runs used (in weight order) and the runs ignored."""
+    """Blended unit rows for ``ids``, the runs used (in weight order), the runs ignored, and how each
+    weight (by name, in the order of ``used``) matched its run."""
 
     ids: list[str]
     embeddings: np.ndarray
     used: list[Run]
     ignored: list[Run]
+    matched: dict[str, str] = field(default_factory=dict)
 
 
 def run_source(run: Run) -> dict:
     """What a run's predictions come from: predictor name, config hash and image-set fingerprint.
 
     ``content_hash`` hashes the config with every local path replaced by the digest of its content
-    (the runner's ``_inputs``), so a model folder moved elsewhere (home vs. a competition notebook)
-    still matches; ``config_hash`` is the hash of the config as given.
+    (:func:`promptblend.runkey.content_hash`), so a model folder moved elsewhere (home vs. a
+    competition notebook) still matches; ``config_hash`` is the hash of the config as given.
     """
     meta = run.meta
     config = meta.get("config")
     exact = portable = None
     if isinstance(config, dict):
-        inputs = config.get("_inputs") or {}
-        exact = config_hash(config)
-        portable = config_hash({k: inputs.get(k, v) for k, v in config.items() if k != "_inputs"})
+        exact, portable = config_hash(config), content_hash(config)
     return {
         "predictor": str(meta.get("predictor") or run.name),
         "config_hash": exact,
@@ -168,13 +169,25 @@ def _image_set(run: Run) -> str | None:
     return None if src["predictor"] in CONTENT_FINGERPRINTED else src["image_set"]
 
 
-def _candidates(name: str, params: BlendParams, runs: Sequence[Run], image_set: str | None) -> list[Run]:
-    """The given runs that may stand for weight ``name``: same predictor + config, else same name."""
+MATCHED_BY_NAME, MATCHED_BY_SOURCE = "run name", "predictor + config"
+
+
+def _candidates(name: str, params: BlendParams, runs: Sequence[Run], image_set: str | None) -> tuple[list[Run], str]:
+    """The given runs that may stand for weight ``name`` and how they matched: the run of that name first
+    (several runs may share a predictor and config, e.g. imported submissions), else the runs of the same
+    predictor + config. A name match is ambiguous (all candidates returned) when runs of the same source
+    come from another image set: ``image_set`` (``--images``) picks one."""
     want = params.sources.get(name, {})
-    found = [r for r in runs if _same_source(r, want)] or [r for r in runs if r.name == name]
-    if image_set is not None:
-        found = [r for r in found if _image_set(r) in (image_set, None)]
-    return found
+    found = {how: [r for r in runs if match(r) and (image_set is None or _image_set(r) in (image_set, None))]
+             for how, match in ((MATCHED_BY_NAME, lambda r: r.name == name),
+                                (MATCHED_BY_SOURCE, lambda r: _same_source(r, want)))}
+    by_name, by_source = found[MATCHED_BY_NAME], found[MATCHED_BY_SOURCE]
+    if not by_name:
+        return by_source, MATCHED_BY_SOURCE
+    if len({_image_set(r) for r in by_name + by_source} - {None}) > 1:
+        named = {id(r) for r in by_name}
+        return by_name + [r for r in by_source if id(r) not in named], MATCHED_BY_NAME
+    return by_name, MATCHED_BY_NAME
 
 
 def _describe(name: str, params: BlendParams) -> str:
@@ -182,19 +195,23 @@ def _describe(name: str, params: BlendParams) -> str:
     return f"{name} (predictor {src['predictor']}, config {src['config_hash']})" if src and src.get("config_hash") else name
 
 
-def select_runs(params: BlendParams, runs: Sequence[Run], image_set: str | None = None) -> tuple[dict[str, Run], list[Run]]:
-    """``(used, ignored)``: the run for each non-zero weight (by weight name, in weight order) and the
-    runs the blend does not use.
+def select_runs(
+    params: BlendParams, runs: Sequence[Run], image_set: str | None = None
+) -> tuple[dict[str, Run], list[Run], dict[str, str]]:
+    """``(used, ignored, matched)``: the run for each non-zero weight (by weight name, in weight order), the
+    runs the blend does not use, and how each weight found its run (:data:`MATCHED_BY_NAME` or
+    :data:`MATCHED_BY_SOURCE`, see :func:`_candidates`).
 
     ``image_set``: keep only runs of that image-set fingerprint. Raises :class:`MissingRunError`
     for a weighted predictor no run comes from, :class:`ImageSetMismatchError` when the chosen
     runs come from different image sets (or one predictor has runs of several sets).
     """
     used: dict[str, Run] = {}
+    matched: dict[str, str] = {}
     for name, w in params.weights.items():
         if not w:
             continue
-        found = _candidates(name, params, runs, image_set)
+        found, matched[name] = _candidates(name, params, runs, image_set)
         if not found:
             where = f" of image set {image_set}" if image_set else ""
             raise MissingRunError(
@@ -212,7 +229,7 @@ def select_runs(params: BlendParams, runs: Sequence[Run], image_set: str | None 
         detail = ", ".join(f"{k}: {v}" for k, v in sets.items())
         raise ImageSetMismatchError(f"the runs were made on different image sets ({detail})")
     chosen = {id(r) for r in used.values()}
-    return used, [r for r in runs if id(r) not in chosen]
+    return used, [r for r in runs if id(r) not in chosen], matched
 
 
 def _check_ids(used: Sequence[Run]) -> None:
@@ -252,7 +269,10 @@ def blend_runs(params: "BlendParams | object", runs: Sequence[Run], bank: object
     :class:`promptblend.bank.Bank`), else the bank at ``index`` or ``params.bank`` (checked by digest).
     """
     params = _params_of(params)
-    used, ignored = select_runs(params, runs, image_set)
+    mean_only = not any(params.weights.values()) and params.mean_weight and params.mean_vector is not None
+    # a blend that is the mean vector alone still needs the runs: they say which images to predict
+    chosen = replace(params, weights={n: 1.0 for n in params.weights}) if mean_only else params
+    used, ignored, matched = select_runs(chosen, runs, image_set)
     if not used:
         raise BlendError(f"the blend gives no run a non-zero weight ({params.weights}): nothing to blend")
     position = {id(r): i for i, r in enumerate(runs)}
@@ -265,7 +285,7 @@ def blend_runs(params: "BlendParams | object", runs: Sequence[Run], bank: object
     if params.snap_threshold is not None:
         bank = bank if bank is not None else open_blend_bank(params, index)
         emb = bank.snap(emb, params.snap_threshold)
-    return Blended(data.ids, emb, runs_in_order, ignored)
+    return Blended(data.ids, emb, runs_in_order, ignored, {n: matched[n] for n in names})
 
 
 def apply_blend(params: "BlendParams | object", runs: Sequence[Run], bank: object | None = None) -> np.ndarray:
@@ -285,7 +305,7 @@ def blend_to_submission(params: "BlendParams | object", runs: Sequence[Run], out
 
     image_set = expected = None
     if images is not None:
-        from promptblend.images import open_image_set
+        from promptblend.imagesets import open_image_set
 
         found = open_image_set(images)
         image_set, expected = found.fingerprint(), found.ids

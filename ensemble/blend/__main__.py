@@ -1,6 +1,7 @@
 """Apply a tuned blend to new runs: ``python -m ensemble.blend --blend TUNED_DIR --runs RUNS... --out submission.csv``.
 
-Runs are matched to the blend's weights by predictor name and config (as recorded in best.json);
+Runs are matched to the blend's weights by run name, else by predictor name and config (as recorded in
+best.json), and each match is printed;
 runs of predictors the blend does not know are reported and ignored. The submission is written
 atomically and validated; on any error nothing is written.
 """
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     blended = blend_to_submission(params, load_runs(args.runs), out, images=args.images, index=args.index)
     for run in blended.ignored:
         print(f"ignored {run.name}: the blend does not weight its predictor ({run.meta.get('predictor', '?')})")
+    for (weight, how), run in zip(blended.matched.items(), blended.used):
+        print(f"{weight}: run {run.name} (matched by {how})")
     used = ", ".join(f"{r.name}" for r in blended.used)
     print(f"wrote {out}: {len(blended.ids)} images blended from {len(blended.used)} runs ({used})")
     return 0

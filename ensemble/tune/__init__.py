@@ -19,6 +19,7 @@ from promptblend.truth import load_truth
 
 from .. import search
 from ..align import align, load_runs
+from ..budget import choose_under_budget
 from ..space import BlendSpace
 from .evaluate import evaluate
 from .outputs import save_best, withdraw_best, write_outputs
@@ -65,6 +66,13 @@ def _settings(out: Path, trials: int, workers: int, sampler: str, storage: str |
     return SearchSettings(spec, sampler, seed, workers, warm_start, progress)
 
 
+def mean_source(mean_vector: "np.ndarray | str | None", index: "str | Path | object | None") -> str | None:
+    """Where a tuning's mean vector comes from, as the boards label its baseline."""
+    if isinstance(mean_vector, str):
+        return {"truth": "validation prompts of the tune", "bank": f"bank {index}", "none": None}.get(mean_vector)
+    return None if mean_vector is None else "a given vector"
+
+
 def tune(
     runs: Sequence[Run],
     truth: Run,
@@ -87,6 +95,8 @@ def tune(
     progress: bool = True,
     report: bool = True,
     warm_start: bool = True,
+    time_budget: "str | float | None" = None,
+    test_images: int = 16000,
 ) -> TuneResult:
     """Tune blend weights and switches on ``runs`` against ``truth``; write the outputs into ``out``.
 
@@ -103,6 +113,9 @@ def tune(
     ``storage``/``study``/``workers``: Optuna storage URL (default SQLite in ``out``), study name
     prefix (default ``blend``) and worker processes. ``test_runs``: runs of another image set to
     write the submission for (default: the tuned images). ``report``: plots and ``report.html``.
+    ``time_budget`` ('9h', '90m', seconds): keep only the predictor subset with the best out-of-fold
+    score whose projected inference time for ``test_images`` images fits (see :mod:`ensemble.budget`);
+    the frontier goes into ``report.html`` and ``frontier.csv``. None: every run is blended.
 
     Writes ``best.json``, ``mean_vector.npy``, ``submission.csv``, ``folds.csv``, PNG plots and
     ``report.html`` in ``out``; prints nothing but progress bars. A full disk raises
@@ -118,15 +131,28 @@ def tune(
     if data.truth is None:
         raise BlendError("tuning needs the truth")
     bank = _open_bank(index)
-    plan = build_plan(data, folds=folds, seed=seed, group_threshold=group_threshold, mean_vector=mean_vector,
-                      bank=bank, normalise=normalise, prefix=study or "blend", trials=trials)
+
+    def make_plan(data):
+        return build_plan(data, folds=folds, seed=seed, group_threshold=group_threshold, mean_vector=mean_vector,
+                          bank=bank, normalise=normalise, prefix=study or "blend", trials=trials)
+
+    plan = make_plan(data)
+    budget = None
+    if time_budget is not None:
+        budget = choose_under_budget(plan, [r.meta for r in runs], time_budget, test_images)
+        if len(budget.chosen.runs) < len(runs):
+            runs = [r for r in runs if r.name in budget.chosen.runs]
+            plan = make_plan(align(runs, truth, intersect=intersect, min_runs=1))
     marks = [time.perf_counter()]
     withdraw_best(out)  # from here on the folder is being worked on
     with one_blas_thread(), search.disk_full_as_error(settings.spec, trials * len(plan.jobs)):
         optima = run_studies(plan, settings)
         marks.append(time.perf_counter())
         result, studies = evaluate(plan, settings, optima, runs, bank)
+    plan.release()  # statistics and objectives: the outputs need the data and the folds only
     result.out = out
+    result.mean_source = mean_source(mean_vector, index)
+    result.budget = budget
     write_outputs(out, result, plan, studies, test_runs, bank, report)
     search.release_storage(settings.spec)  # SQLite: no -wal/-shm files beside best.json
     result.wall_s = round(time.perf_counter() - t0, 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from promptblend import atomic
 from promptblend.cli import entry_point
 from promptblend.errors import ConfigError
 
@@ -35,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mean", default="truth", choices=["truth", "bank", "none"], help="mean vector source")
     ap.add_argument("--index", help="prompt-bank index folder: enables snap-to-bank (and --mean bank)")
     ap.add_argument("--normalise", default="search", choices=["search", "on", "off"], help="per-run L2 normalisation")
-    ap.add_argument("--group-threshold", type=float, default=0.7, help="prompt cosine that ties images into one CV group")
+    ap.add_argument("--group-threshold", type=float, default=0.7, help="prompt cosine at which images may share a CV group (groups never chain; >= 0.9: always together)")
     ap.add_argument("--test-runs", nargs="+", help="runs of a test image set to write submission.csv for")
+    ap.add_argument("--time-budget", help="inference time allowed on the test set, e.g. 9h or 90m: keep the predictor subset "
+                    "with the best out-of-fold score whose projected time fits (seconds per image from each run's meta.json)")
+    ap.add_argument("--test-images", type=int, default=16000, help="test images the --time-budget projection is for (default 16000)")
     ap.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats (PostgreSQL)")
     ap.add_argument("--no-warm-start", action="store_true",
                     help="do not enqueue the gradient optimum as each study's first trial (the search alone)")
@@ -55,6 +59,10 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(out=Path(args.out), seed=args.seed, progress=not args.no_progress, **kwargs)
 
 
+def _holds_a_study(out: Path) -> bool:
+    return any(out.glob("optuna.*"))
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
@@ -64,28 +72,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.truth:
         raise ConfigError("--truth is required with --runs")
-    result = tune(
-        load_runs(args.runs),
-        load_truth(args.truth),
-        args.out,
-        trials=args.trials or 500,
-        folds=args.folds,
-        sampler=args.sampler,
-        storage=args.storage,
-        study=args.study,
-        workers=args.workers,
-        seed=args.seed,
-        mean_vector=args.mean,
-        normalise={"search": None, "on": True, "off": False}[args.normalise],
-        index=args.index,
-        intersect=args.intersect,
-        group_threshold=args.group_threshold,
-        test_runs=load_runs(args.test_runs) if args.test_runs else None,
-        heartbeat=args.heartbeat,
-        progress=not args.no_progress,
-        report=not args.no_report,
-        warm_start=not args.no_warm_start,
-    )
+    # a failed tuning leaves its study (to resume) or no folder at all
+    with atomic.output_folder(args.out, _holds_a_study):
+        result = tune(
+            load_runs(args.runs),
+            load_truth(args.truth),
+            args.out,
+            trials=args.trials or 500,
+            folds=args.folds,
+            sampler=args.sampler,
+            storage=args.storage,
+            study=args.study,
+            workers=args.workers,
+            seed=args.seed,
+            mean_vector=args.mean,
+            normalise={"search": None, "on": True, "off": False}[args.normalise],
+            index=args.index,
+            intersect=args.intersect,
+            group_threshold=args.group_threshold,
+            test_runs=load_runs(args.test_runs) if args.test_runs else None,
+            heartbeat=args.heartbeat,
+            progress=not args.no_progress,
+            report=not args.no_report,
+            warm_start=not args.no_warm_start,
+            time_budget=args.time_budget,
+            test_images=args.test_images,
+        )
     report.print_table(result)
     return 0
 

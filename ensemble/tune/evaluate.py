@@ -22,8 +22,7 @@ def _held_out(plan: CvPlan, decoded: list) -> np.ndarray:
     for f, test in enumerate(plan.tests):
         c, norm = decoded[f]
         job = plan.jobs[f]
-        obj = BlendObjective(plan.raw.take(test), norm, job.mean.take(test) if job.mean is not None else None)
-        oof[test] = obj.cosines(c)
+        oof[test] = BlendObjective(plan.raw, norm, job.mean, rows=test).cosines(c)
     return oof
 
 
@@ -102,6 +101,6 @@ def evaluate(plan: CvPlan, settings: SearchSettings, optima: list[Optimum], runs
         dropped=plan.data.dropped, studies=[job.name for job in plan.jobs], storage=settings.spec.public_url,
         sampler=settings.sampler, trials=plan.final.n_trials, folds=plan.folds, seed=settings.seed, snap=snap,
         fold_weights=[plan.space.weights(d[0]) for d in decoded[:-1]], warm_start=settings.warm_start,
-        image_set=_image_set(params),
+        image_set=_image_set(params), fold_sizes=plan.fold_sizes, pair_split=plan.pair_split,
     )
     return result, studies

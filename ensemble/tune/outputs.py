@@ -37,6 +37,7 @@ def write_submission(out: Path, result: TuneResult, plan: CvPlan, test_runs: Seq
         if params.snap_threshold is not None:
             emb = bank.snap(emb, params.snap_threshold)
         ids = plan.data.ids
+    result.submission_of = "test" if test_runs else "tuned"
     if emb.shape[1] != DIM:
         raise BlendError(f"blend has {emb.shape[1]} columns, expected {DIM}")
     return write_csv(out / "submission.csv", ids, emb)
@@ -60,6 +61,18 @@ def disk_full_needs(out: Path, needed: int) -> Iterator[None]:
                             path=e.path, needed=needed, free=e.free) from e
 
 
+def write_frontier(path: Path, budget) -> None:
+    """Every scored predictor subset: runs, projected hours, out-of-fold score, on the frontier, chosen."""
+    import pandas as pd
+
+    front = set(budget.frontier)
+    rows = [{"runs": "+".join(c.runs) or "(mean vector)", "n_runs": len(c.runs), "hours": round(c.hours, 4),
+             "score": round(c.score, 6), "frontier": c in front, "chosen": c == budget.chosen}
+            for c in budget.candidates]
+    with atomic.atomic_path(path, ".csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
 def write_outputs(out: Path, result: TuneResult, plan: CvPlan, studies: list, test_runs, bank, report: bool) -> None:
     """submission.csv, folds.csv, and with ``report`` the plots and report.html (best.json: :func:`save_best`)."""
     from .. import report as rep
@@ -68,6 +81,8 @@ def write_outputs(out: Path, result: TuneResult, plan: CvPlan, studies: list, te
         result.submission = write_submission(out, result, plan, test_runs, bank)
         if plan.folds:
             write_folds(out / "folds.csv", plan.data.ids, plan.fold_of, plan.groups)
+        if result.budget is not None:
+            write_frontier(out / "frontier.csv", result.budget)
         if report:
             plots = rep.write_plots(out, result, studies)
             rep.report_page(result, plots).write(out / "report.html")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -18,7 +18,8 @@ from ..space import BlendSpace
 
 @dataclass
 class Job:
-    """One study: its name, the images it is tuned on, its mean vector ``mu`` and mean-vector terms."""
+    """One study: its name, the images it is tuned on, its mean vector ``mu`` and mean-vector terms
+    (``mean``: of all images; the study reads its ``rows``)."""
 
     name: str
     rows: np.ndarray
@@ -27,20 +28,31 @@ class Job:
     mu: np.ndarray | None = None
     mean: MeanStats | None = None
     fingerprint: str | None = None
+    _objectives: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def objectives(self, raw: RawStats) -> dict[bool, BlendObjective]:
-        """The objective per normalisation setting the study may pick."""
-        sub = raw.take(self.rows)
-        mean = self.mean.take(self.rows) if self.mean is not None else None
-        return {norm: BlendObjective(sub, norm, mean) for norm in self.space.norm_options}
+        """The objective per normalisation setting the study may pick, built once (read in place from
+        ``raw`` over the study's rows) and shared by the gradient optimum, the trials and the
+        evaluation until :meth:`release`."""
+        if self._objectives is None:
+            self._objectives = {norm: BlendObjective(raw, norm, self.mean, rows=self.rows)
+                                for norm in self.space.norm_options}
+        return self._objectives
+
+    def release(self) -> None:
+        """Drop the objectives (their memory: T x N floats each); the next use builds them again."""
+        self._objectives = None
+
+    def __getstate__(self) -> dict:
+        """Pickled for worker processes without the objectives (each worker builds its own)."""
+        return {**self.__dict__, "_objectives": None}
 
     def trial_function(self, raw: RawStats) -> Callable:
-        """``trial -> score`` for Optuna."""
-        objs = self.objectives(raw)
+        """``trial -> score`` for Optuna (the objectives are built at the first trial, if not before)."""
 
         def objective(trial) -> float:
             c, norm = self.space.suggest(trial)
-            return objs[norm](c)
+            return self.objectives(raw)[norm](c)
 
         return objective
 
@@ -50,12 +62,13 @@ class CvPlan:
     """The aligned data, its sufficient statistics, the folds and the studies (folds first, final last)."""
 
     data: Aligned
-    raw: RawStats
+    raw: RawStats | None  # None once released
     space: BlendSpace
     jobs: list[Job]
     tests: list[np.ndarray]
     fold_of: np.ndarray | None = None
     groups: np.ndarray | None = None
+    pair_split: dict | None = None
 
     @property
     def final(self) -> Job:
@@ -76,6 +89,19 @@ class CvPlan:
     def largest_group(self) -> int | None:
         """Images in the largest group (None without CV)."""
         return None if self.groups is None else int(np.bincount(self.groups).max())
+
+    def release(self) -> None:
+        """Free the objectives and the per-image statistics once the studies are evaluated (the
+        outputs need the data and the folds only); they are not used afterwards."""
+        for job in self.jobs:
+            job.release()
+            job.mean = None
+        self.raw = None
+
+    @property
+    def fold_sizes(self) -> list[int]:
+        """Held-out images per fold (empty without CV)."""
+        return [int(t.size) for t in self.tests]
 
 
 def mean_for(mean_vector: "np.ndarray | str | None", truth: np.ndarray, rows: np.ndarray, bank) -> np.ndarray | None:
@@ -108,14 +134,16 @@ def study_fingerprint(data: Aligned, raw: RawStats, rows: np.ndarray, mu: np.nda
 
 
 def _fold_split(data: Aligned, folds: int, seed: int, group_threshold: float) -> tuple:
-    """``(fold_of, groups, [(train, test)...])``: folds grouped by prompt similarity (None, None, [] for 0)."""
+    """``(fold_of, groups, [(train, test)...], pair_split)``: folds grouped by prompt similarity
+    (bounded groups, near-duplicates together: :mod:`ensemble.cv`); None, None, [], None for 0."""
     if not folds:
-        return None, None, []
-    from ..cv import group_folds, similarity_groups
+        return None, None, [], None
+    from ..cv import group_folds, prompt_groups
 
-    groups = similarity_groups(data.truth, group_threshold)
-    fold_of = group_folds(groups, folds, seed)
-    return fold_of, groups, [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(folds)]
+    groups = prompt_groups(data.truth, group_threshold)
+    fold_of = group_folds(groups.labels, folds, seed, pairs=(groups.i, groups.j))
+    splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(folds)]
+    return fold_of, groups.labels, splits, groups.split_share(fold_of)
 
 
 def build_plan(
@@ -132,7 +160,7 @@ def build_plan(
 ) -> CvPlan:
     """Statistics, folds, mean vectors and one :class:`Job` per fold and for the final study."""
     raw = raw_stats(data.stack, data.truth)
-    fold_of, groups, splits = _fold_split(data, folds, seed, group_threshold)
+    fold_of, groups, splits, pair_split = _fold_split(data, folds, seed, group_threshold)
     named = [(f"{prefix}-fold{f}", train) for f, (train, _) in enumerate(splits)]
     named.append((f"{prefix}-final", np.arange(len(data.ids))))
     mus = [mean_for(mean_vector, data.truth, rows, bank) for _, rows in named]
@@ -143,4 +171,4 @@ def build_plan(
         Job(name, rows, space, trials, mu, m, study_fingerprint(data, raw, rows, mu, normalise))
         for (name, rows), mu, m in zip(named, mus, means)
     ]
-    return CvPlan(data, raw, space, jobs, [test for _, test in splits], fold_of, groups)
+    return CvPlan(data, raw, space, jobs, [test for _, test in splits], fold_of, groups, pair_split)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..blend import BlendParams
+from ..budget import BudgetChoice
 
 
 @dataclass
@@ -37,13 +38,19 @@ class TuneResult:
     image_set: str | None = None
     wall_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    fold_sizes: list[int] = field(default_factory=list)
+    pair_split: dict | None = None
     out: Path | None = None
     submission: Path | None = None
+    submission_of: str | None = None  # "test" (the blend applied to --test-runs) or "tuned" (the tuned images)
+    mean_source: str | None = None  # where mean_vector.npy came from, for the boards' mean-vector baseline
+    budget: "BudgetChoice | None" = None
 
     def summary(self) -> dict:
         """The JSON-able fields written to best.json (besides the blend params)."""
         d = asdict(self)
-        for k in ("params", "out", "submission"):
+        for k in ("params", "out", "submission", "budget"):
             d.pop(k)
+        d["budget"] = self.budget.summary() if self.budget is not None else None
         d["submission"] = self.submission.name if self.submission else None
         return d

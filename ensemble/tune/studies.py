@@ -56,9 +56,9 @@ def one_blas_thread():
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="trial", disable=not enabled, leave=False)
+    return progress_bar(total=total, desc=desc, unit="trial", disable=not enabled, leave=False)
 
 
 def job_optimum(job: Job, raw: RawStats) -> Optimum:
@@ -68,26 +68,42 @@ def job_optimum(job: Job, raw: RawStats) -> Optimum:
     return Optimum(c, score, norm)
 
 
-def prepare_studies(plan: CvPlan, settings: SearchSettings) -> list[Optimum]:
-    """Create every study (all before any worker starts), re-queue a killed run's trials and
-    enqueue each gradient optimum as the first trial when ``warm_start``; return the optima."""
-    optima = []
+def open_studies(plan: CvPlan, settings: SearchSettings) -> None:
+    """Create (or reopen) every study, refusing one made for other data, before any trial runs."""
     for job in plan.jobs:
-        best = job_optimum(job, plan.raw)
-        optima.append(best)
-        study = search.open_study(settings.spec, job.name, fingerprint=job.fingerprint)
-        if settings.orphans:
-            search.recover_orphans(study)
-        if settings.warm_start:
-            search.enqueue_warm_start(study, job.space.params(best.c, best.normalise))
-    return optima
+        search.open_study(settings.spec, job.name, fingerprint=job.fingerprint)
+
+
+def prepare_study(job: Job, raw: RawStats, settings: SearchSettings) -> Optimum:
+    """Re-queue a killed run's trials of ``job``'s study and enqueue its gradient optimum as the first
+    trial when ``warm_start``; return the optimum (its objectives stay built for the trials)."""
+    best = job_optimum(job, raw)
+    study = search.open_study(settings.spec, job.name)
+    if settings.orphans:
+        search.recover_orphans(study)
+    if settings.warm_start:
+        search.enqueue_warm_start(study, job.space.params(best.c, best.normalise))
+    return best
+
+
+def _done_with(plan: CvPlan, job: Job) -> None:
+    """Free a fold study's objectives once its trials are done (the final study's serve the evaluation)."""
+    if job is not plan.final:
+        job.release()
 
 
 def run_studies(plan: CvPlan, settings: SearchSettings) -> list[Optimum]:
-    """Run every study of ``plan`` to its trial count (in this process or in workers); return the optima."""
-    optima = prepare_studies(plan, settings)
+    """Run every study of ``plan`` to its trial count (in this process or in workers); return the optima.
+
+    In this process the studies run one after another, each on objectives built once for its
+    gradient optimum and its trials, so at most one fold's objectives (and the final's) are held.
+    With workers, every study is prepared before they start.
+    """
+    open_studies(plan, settings)
+    optima = []
     if settings.workers == 1:
         for i, job in enumerate(plan.jobs):
+            optima.append(prepare_study(job, plan.raw, settings))
             study = search.open_study(settings.spec, job.name)
             bar = _progress_bar(job.n_trials, job.name, settings.progress)
             bar.update(min(search.counts(study).complete, job.n_trials))
@@ -95,8 +111,12 @@ def run_studies(plan: CvPlan, settings: SearchSettings) -> list[Optimum]:
                              on_trial=lambda t, b=bar: b.update(1), sampler_for=settings.sampler_for(i),
                              orphans=settings.orphans)
             bar.close()
+            _done_with(plan, job)
     else:
-        _run_workers(plan.jobs, plan.raw, settings)
+        for job in plan.jobs:
+            optima.append(prepare_study(job, plan.raw, settings))
+            _done_with(plan, job)
+        _run_workers(plan, settings)
     return optima
 
 
@@ -114,11 +134,12 @@ def run_worker(settings: SearchSettings, jobs: list[Job], raw: RawStats, worker:
                          orphans=settings.orphans)
 
 
-def _run_workers(jobs: list[Job], raw: RawStats, settings: SearchSettings) -> None:
+def _run_workers(plan: CvPlan, settings: SearchSettings) -> None:
     """Spawn the worker processes on the shared studies; show progress by polling the storage;
     finish here what crashed workers left."""
     import multiprocessing as mp
 
+    jobs, raw = plan.jobs, plan.raw
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=run_worker, args=(settings, jobs, raw, w), daemon=True) for w in range(settings.workers)]
     for p in procs:
@@ -139,3 +160,4 @@ def _run_workers(jobs: list[Job], raw: RawStats, settings: SearchSettings) -> No
             search.recover_orphans(study)
         search.run_study(study, job.trial_function(raw), job.n_trials, sampler_for=settings.sampler_for(i),
                          orphans=settings.orphans)
+        _done_with(plan, job)

@@ -123,7 +123,7 @@ def train_demo_clip(
 def _fit(model, images, tokens, config: ClipTrainConfig, progress: bool) -> tuple[list[float], int]:
     """Contrastive training (AdamW, sparse token embeddings, warmup + cosine schedule); (losses, steps per epoch)."""
     import torch
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     model.token_embedding.sparse = True  # only the ~1k used rows of 49k get gradients and updates
     dense = [p for n, p in model.named_parameters() if n != "token_embedding.weight"]
@@ -139,7 +139,7 @@ def _fit(model, images, tokens, config: ClipTrainConfig, progress: bool) -> tupl
     total = steps_per_epoch * config.epochs
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
-    bar = tqdm(total=total, desc="demo CLIP", unit="step", disable=not progress)
+    bar = progress_bar(total=total, desc="demo CLIP", unit="step", disable=not progress)
     model.train()
     step = 0
     for _ in range(config.epochs):

@@ -245,7 +245,7 @@ def make_demo_data(root: str | Path, config: DataConfig | None = None, progress:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
         log.info("demo data: reusing %s", folder)
         return DemoData(folder, config, meta["counts"])
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     rng = random.Random(f"pairs-{config.seed}")
     split_map = split_of_groups(config.seed)
@@ -261,7 +261,7 @@ def make_demo_data(root: str | Path, config: DataConfig | None = None, progress:
         rows[split_map[group_of(scene)]].append((f"demo{i:05d}", scene, prompt))
     np_rng = np.random.default_rng(config.seed)
     with atomic.atomic_dir(folder) as tmp:
-        bar = tqdm(total=config.n_pairs, desc="demo images", unit="img", disable=not progress)
+        bar = progress_bar(total=config.n_pairs, desc="demo images", unit="img", disable=not progress)
         for split, items in rows.items():
             _write_split(tmp / split, items, config.image_size, np_rng, bar)
         bar.close()

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from promptblend.figures import new_figure, save_figure
-from promptblend.images import load_image
+from promptblend.imagesets import load_image
 from promptblend.runs import Run
 
 

@@ -3,11 +3,12 @@
 Stages (each cached: a second run only reads what the first wrote):
 
 1. generate the task (:mod:`.data`) and train the tiny CLIP (:mod:`.clip_train`);
-2. train ``clip-regressor`` (frozen head, and the tower fine-tuned end to end: the better on the
+2. build the prompt-bank index (demo bank + the user's banks) with the CLIP text tower as keys;
+3. train ``clip-regressor`` (frozen head, and the tower fine-tuned end to end by LP-FT: a head started
+   as the bank's CLIP-text-to-MiniLM map, a linear-probe phase, then end to end; the better on the
    validation split is the demo's ``clip-regressor``) and ``clipcap`` on the train split with that CLIP;
-3. build the prompt-bank index (demo bank + the user's banks) with the CLIP text tower as keys;
-4. run ``clip-regressor``, ``clipcap``, ``clip-interrogator`` (demo label banks) and ``knn`` on the
-   validation and test splits;
+4. run ``clip-regressor``, ``clipcap``, ``clip-interrogator`` (demo label banks), ``knn`` and
+   ``clip-text-map`` (zero-shot, from the bank) on the validation and test splits;
 5. tune the blend on the validation split (grouped nested CV), apply it to the test split, write and
    validate ``submission.csv``;
 6. score everything on the test split with the offline leaderboard (intervals, plots) and print the
@@ -20,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -39,11 +39,11 @@ from .data import DataConfig, DemoData, make_demo_data
 log = logging.getLogger(__name__)
 
 #: Display names of the demo's predictors (run names in the blend and the table).
-PREDICTORS = ("clip-regressor", "clipcap", "clip-interrogator", "knn")
+PREDICTORS = ("clip-regressor", "clipcap", "clip-interrogator", "knn", "clip-text-map")
 #: Predictors with weights trained on the demo's train split (the others rank labels or bank prompts).
 TRAINED = ("clip-regressor", "clipcap")
 BASELINE = "mean-vector"
-#: The clip-regressor trained with its CLIP tower fine-tuned end to end (a candidate for "clip-regressor").
+#: The clip-regressor trained with its CLIP tower fine-tuned end to end by LP-FT (a candidate for "clip-regressor").
 FINETUNED = "clip-regressor-finetuned"
 BLEND = "blend"
 #: Prompt cosine that ties validation images into one CV group when tuning.
@@ -103,7 +103,8 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
     clip_metrics: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
-    #: clip-regressor's two modes: validation and test scores of the frozen head and the fine-tuned tower
+    #: clip-regressor's two modes: validation and test scores of the frozen head and the fine-tuned tower,
+    #: and how the fine-tune was trained (``finetune_recipe``: head init, probe and total steps)
     regressors: dict = field(default_factory=dict)
 
     @property
@@ -143,34 +144,42 @@ def _torch_threads(n: int | None):
 
 
 def default_threads() -> int:
-    """One thread per spare core, at most 4: the demo's models are too small to gain from more,
-    and on a 2-core machine a second spinning thread slows them down when anything else runs."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    """Every core this process may use (its CPU affinity, or its share in a Ray actor): the demo's work is
+    torch on CPU, and leaving a core idle halves it on a 2-core machine."""
+    from promptblend.executors import worker_cpus
+
+    return worker_cpus()
 
 
 # ---------------------------------------------------------------- stages
 
 
-def train_heads(data: DemoData, ckpt: ClipCheckpoint, models: Path, size: DemoSize, progress: bool) -> dict[str, Path]:
-    """Train (or reuse) clip-regressor and clipcap on the train split with the demo CLIP."""
+def train_heads(
+    data: DemoData, ckpt: ClipCheckpoint, models: Path, size: DemoSize, bank: Path, progress: bool
+) -> dict[str, Path]:
+    """Train (or reuse) clip-regressor and clipcap on the train split with the demo CLIP; the fine-tuned
+    regressor by LP-FT: its head starts as ``bank``'s CLIP-text-to-MiniLM map and trains alone first (the
+    ``finetune-tiny`` preset's ``head_init: auto`` with a bank; probe steps: its share of the same steps)."""
     from predictors.clip_regressor import train_regressor
     from predictors.clipcap import train_clipcap
+    from predictors.run import default_workers
     from predictors.training import read_metrics
 
     # clipcap's held-out score generates text every epoch: the demo scores it on its own splits instead
     regressor = {"epochs": size.regressor_epochs, "val_frac": 0.1}
     trainers = {
         "clip-regressor": (train_regressor, "tiny", regressor),
-        FINETUNED: (train_regressor, "finetune-tiny", {**regressor, **size.finetune_settings}),
+        FINETUNED: (train_regressor, "finetune-tiny", {**regressor, **size.finetune_settings, "bank": str(bank)}),
         "clipcap": (train_clipcap, "tiny", {"epochs": size.clipcap_epochs, "val_frac": 0.0, **size.clipcap_settings}),
     }
     out = {}
     for name, (train, preset, settings) in trainers.items():
-        folder = models / f"{name}-{_key(ckpt.path.name, settings, data.root.name)}"
+        keyed = {**settings, "bank": bank.name} if "bank" in settings else settings  # the bank by its content key
+        folder = models / f"{name}-{_key(ckpt.path.name, keyed, data.root.name)}"
         rows = read_metrics(folder) if (folder / "model.safetensors").is_file() else []
         if not rows or rows[-1]["epoch"] < settings["epochs"]:
             train(
-                data.images("train"), None, folder, preset, clip=ckpt.clip, num_workers=0, progress=progress,
+                data.images("train"), None, folder, preset, clip=ckpt.clip, num_workers=default_workers(), progress=progress,
                 device="cpu", **settings,
             )
         else:
@@ -196,7 +205,7 @@ def run_predictors(
     progress: bool, clipcap_samples: int = 0,
 ) -> list[Run]:
     """Every demo predictor on ``split`` as runs named by :data:`PREDICTORS`."""
-    from predictors.run import run_predictor
+    from predictors.run import default_workers, run_predictor
 
     from . import interrogator
 
@@ -210,12 +219,15 @@ def run_predictors(
             {"labels": str(data.labels), "clip_model": ckpt.model, "clip_pretrained": str(ckpt.path)},
         ),
         "knn": ("knn-tiny", {"index": str(index), "clip_model": ckpt.model, "clip_pretrained": str(ckpt.path)}),
+        "clip-text-map": (
+            "clip-text-map-tiny", {"bank": str(index), "clip_model": ckpt.model, "clip_pretrained": str(ckpt.path)}
+        ),
     }
     runs = []
     for name in PREDICTORS:
         entry, config = configs[name]
         run = run_predictor(
-            entry, data.images(split), runs_root / split, config, workers=0, batch_size=64, device="cpu",
+            entry, data.images(split), runs_root / split, config, workers=default_workers(), batch_size=64, device="cpu",
             progress=progress,
         )
         runs.append(Run(run.ids, run.embeddings, {**run.meta, "name": name}, run.prompts, run.path))
@@ -227,7 +239,7 @@ def choose_regressor(
 ) -> tuple[dict[str, Path], dict]:
     """Score the frozen head and the fine-tuned tower on validation and test; the better on validation
     becomes the demo's clip-regressor (its table row and the blend's input)."""
-    from predictors.run import run_predictor
+    from predictors.run import default_workers, run_predictor
     from promptblend.metric import score
 
     scores: dict = {}
@@ -236,16 +248,27 @@ def choose_regressor(
             truth = _truth(data, split)
             run = run_predictor(
                 "clip-regressor-tiny", data.images(split), runs_root / split, {"checkpoint": str(heads[name])},
-                workers=0, batch_size=64, device="cpu", progress=progress,
+                workers=default_workers(), batch_size=64, device="cpu", progress=progress,
             )
             row = {i: k for k, i in enumerate(run.ids)}
             scores[f"{mode}_{split}"] = score(run.embeddings[[row[i] for i in truth.ids]], truth.embeddings)
     scores["chosen"] = "finetuned" if scores["finetuned_val"] > scores["frozen_val"] else "frozen"
+    scores["finetune_recipe"] = finetune_recipe(heads[FINETUNED])
     log.info("demo: clip-regressor test score: fine-tuned %.4f vs frozen head %.4f (validation %.4f vs %.4f): %s",
              scores["finetuned_test"], scores["frozen_test"], scores["finetuned_val"], scores["frozen_val"],
              scores["chosen"])
     chosen = heads[FINETUNED] if scores["chosen"] == "finetuned" else heads["clip-regressor"]
     return {**heads, "clip-regressor": chosen}, scores
+
+
+def finetune_recipe(folder: Path) -> dict:
+    """How a fine-tuned regressor was trained, from its checkpoint: head init, probe and total steps."""
+    from predictors.training import CHECKPOINT_FILE, read_checkpoint_state
+
+    if not (folder / CHECKPOINT_FILE).is_file():  # a folder trained before checkpoints were kept
+        return {}
+    state = read_checkpoint_state(folder / CHECKPOINT_FILE)
+    return {"head_init": state.get("head_init"), "lp_steps": state.get("lp_steps"), "steps": state.get("step")}
 
 
 def _truth(data: DemoData, split: str) -> Run:
@@ -257,7 +280,7 @@ def _truth(data: DemoData, split: str) -> Run:
 def _train_truth(data: DemoData) -> Run:
     """MiniLM embeddings of the training prompts (the trainers' cached targets: no second encode)."""
     from predictors.training import prompt_targets
-    from promptblend.images import read_prompts_csv
+    from promptblend.imagesets import read_prompts_csv
 
     prompts = read_prompts_csv(data.prompts_csv("train"))
     return Run(list(prompts), prompt_targets(list(prompts.values())), {"name": "train-truth"})
@@ -304,10 +327,10 @@ def run_demo(
         models = root / "models" / data.root.name
         with timer.stage("clip"):
             ckpt = train_demo_clip(data, models, size.clip, progress=progress)
-        with timer.stage("heads"):
-            heads = train_heads(data, ckpt, models, size, progress)
         with timer.stage("index"):
             index = build_index(data, ckpt, banks, root / "banks", progress)
+        with timer.stage("heads"):
+            heads = train_heads(data, ckpt, models, size, index, progress)
         with timer.stage("runs"):
             runs_root = root / "runs" / data.root.name
             heads, regressors = choose_regressor(data, heads, runs_root, progress)
@@ -357,7 +380,7 @@ def _tune(val_runs, val_truth, test_runs, out: Path, size: DemoSize, trials, see
 
 def _examples(data: DemoData, test_runs, test_truth: Run, tuned, out: Path) -> Path:
     from ensemble.blend import apply_blend
-    from promptblend.images import read_prompts_csv
+    from promptblend.imagesets import read_prompts_csv
 
     from .examples import plot_examples
 
@@ -407,6 +430,15 @@ def _leaderboard(data, test_runs, test_truth, mean, tuned, out: Path, size, seed
     )
 
 
+def _recipe_text(recipe: dict | None) -> str:
+    """``LP-FT: text-map head, 58 of 580 steps head-only`` (or the plain fine-tune's words)."""
+    if not recipe:
+        return "recipe unknown"
+    if recipe.get("lp_steps"):
+        return f"LP-FT: {recipe['head_init']} head, {recipe['lp_steps']} of {recipe['steps']} steps head-only"
+    return f"{recipe.get('head_init')} head, no linear probe"
+
+
 def print_summary(result: DemoResult, console=None) -> None:
     """The final table: test-split score with its 95% interval for every entry, then the checks."""
     from rich.console import Console
@@ -441,7 +473,8 @@ def print_summary(result: DemoResult, console=None) -> None:
     r = result.regressors
     if r:
         console.print(
-            f"clip-regressor, test: fine-tuned tower {r['finetuned_test']:.4f} vs frozen head {r['frozen_test']:.4f} "
+            f"clip-regressor, test: fine-tuned tower ({_recipe_text(r.get('finetune_recipe'))}) {r['finetuned_test']:.4f} "
+            f"vs frozen head {r['frozen_test']:.4f} "
             f"({r['finetuned_test'] - r['frozen_test']:+.4f}); validation {r['finetuned_val']:.4f} vs "
             f"{r['frozen_val']:.4f}: the table and the blend use the {r['chosen']} one"
         )

@@ -1,58 +1,119 @@
 """Make an image-prompt set with Stable Diffusion: WebDataset shards in img2dataset's layout.
 
-``generate_set(prompts, out, GenerateConfig(...))`` writes ``out/images-000000.tar...`` (``KEY.png``,
-``KEY.txt`` the prompt, ``KEY.json`` seed and settings), ``prompts.csv`` and, when every shard is done,
-``manifest.json``. Shards are written atomically and a rerun makes only the missing ones; one
-(prompt, seed) always gives the same PNG bytes, on the local backend or on Ray actors.
+``generate_set(prompts, out, GenerateConfig(...))`` writes ``out/images-000000.tar...`` (``KEY.png`` or
+``KEY.webp``, ``KEY.txt`` the prompt, ``KEY.json`` seed and settings), ``prompts.csv`` and, when every shard
+is done, ``sizes.json`` (samples per shard) and ``manifest.json``. The set's fingerprint (in the manifest) is a hash of its images' keys, prompts,
+seeds and every setting that shapes the pixels (scheduler, steps, guidance, render and stored size, format,
+precision...): a rerun into the same folder with anything else is refused (:class:`SetMismatchError`).
+
+Resume rule: ``plan.json`` exists only while a set is unfinished (written with the first finished shard,
+removed when the manifest is written); a rerun with the same arguments checks every finished shard (keys
+and last image, a truncated one is rebuilt with a warning) and makes only what is missing. A command that
+fails before its first shard leaves nothing; one that fails later leaves a resumable set, and its error
+says which (:func:`promptblend.atomic.output_folder`). Same settings, batch size, device and thread count give the same bytes; another batch size or
+thread count may move a few pixels by a level or two (CPU summation order), never the recipe.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from promptblend import atomic
-from promptblend.errors import ConfigError, ModelNotFoundError
-from promptblend.shards import shard_name, write_shard
+from promptblend.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    PromptblendError,
+    SetMismatchError,
+)
+from promptblend.executors import BACKENDS, Builder, Executor, open_executor
+from promptblend.imagesets.shards import SIZES_JSON, shard_name, write_shard
 
+from .pipeline import FORMATS, ShardMaker, load_pipeline
 from .prompts import choose_prompts
+from .schedulers import DEFAULT_SCHEDULER, DEFAULT_STEPS, SCHEDULERS, check_scheduler
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
-BACKENDS = ("local", "ray")
 SHARD_PREFIX = "images"
 PLAN_FILE = "plan.json"
 MANIFEST_FILE = "manifest.json"
+#: Settings that change speed only: not recorded per sample, not in the fingerprint.
+RUNTIME_ONLY = ("device", "batch_size", "shard_size", "sdpa", "channels_last", "compile")
 
-__all__ = ["DEFAULT_MODEL", "GenerateConfig", "choose_prompts", "generate_set", "plan_items", "resolve_model"]
+__all__ = [
+    "BACKENDS", "DEFAULT_MODEL", "FORMATS", "SCHEDULERS", "GenerateConfig", "ShardMaker", "choose_prompts", "generate_set",
+    "load_pipeline", "plan_items", "resolve_model", "set_fingerprint",
+]
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Settings that shape the images (all recorded in each ``KEY.json`` and the manifest)."""
+    """Settings of a set: those that shape the images (recorded in each ``KEY.json`` and the manifest) and
+    the runtime ones (:data:`RUNTIME_ONLY`). ``render_size`` None renders at ``size``; ``fp16`` None: on
+    with CUDA, off on CPU (fp16 on CPU is refused)."""
 
     model: str = DEFAULT_MODEL
     seeds_per_prompt: int = 1
-    steps: int = 50
+    scheduler: str = DEFAULT_SCHEDULER
+    karras: bool = False
+    steps: int = DEFAULT_STEPS
     guidance: float = 7.5
     size: int = 512
+    render_size: int | None = None
+    format: str = "png"
     negative_prompt: str = ""
+    fp16: bool | None = None
     shard_size: int = 256
     batch_size: int = 8
     device: str | None = None
+    sdpa: bool = True
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.render_size is None:
+            object.__setattr__(self, "render_size", self.size)
+
+    def check(self) -> None:
+        """Refuse settings no pipeline can use (before any work)."""
+        check_scheduler(self.scheduler, self.karras)
+        if self.format not in FORMATS:
+            raise ConfigError(f"unknown --format {self.format!r}; use one of {', '.join(FORMATS)}")
+        if self.render_size % 8 or self.render_size < 8:
+            raise ConfigError(f"--render-size must be a positive multiple of 8 (got {self.render_size})")
+        if not 1 <= self.size <= self.render_size:
+            raise ConfigError(f"--size {self.size} must be between 1 and --render-size {self.render_size} "
+                              "(images are only ever reduced)")
+        for name in ("seeds_per_prompt", "steps", "shard_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+
+    def resolved(self) -> GenerateConfig:
+        """Checked, with the device picked and ``fp16`` decided (refused on a CPU: its kernels are float32)."""
+        from promptblend.device import resolve_device
+
+        self.check()
+        device = resolve_device(self.device)
+        cuda = device.startswith("cuda")
+        if self.fp16 and not cuda:
+            raise ConfigError(f"--fp16 needs a CUDA device (the device is {device}); leave it out on CPU")
+        return replace(self, device=device, fp16=cuda if self.fp16 is None else self.fp16)
 
     def settings(self) -> dict:
-        """What a sample's ``.json`` records besides its seed (device and batching do not change pixels)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "shard_size")}
+        """What a sample's ``.json`` records besides its seed: everything but :data:`RUNTIME_ONLY`."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_ONLY}
+
+    def runtime(self) -> dict:
+        """The speed-only settings (recorded in the manifest only)."""
+        return {k: getattr(self, k) for k in RUNTIME_ONLY}
 
 
 def resolve_model(model: str) -> str:
@@ -71,135 +132,164 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def load_pipeline(model: str, device: str | None = None):
-    """A ``StableDiffusionPipeline`` on ``device`` (fp16 + SDPA attention on CUDA), safety checker off."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    from experiments.sd_tiny import TINY, tiny_components
-    from promptblend.device import resolve_device
-
-    device = resolve_device(device)
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    try:
-        if model == TINY:
-            pipe = StableDiffusionPipeline(**tiny_components(), **extra)
-        else:
-            pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, **extra)
-    except OSError as e:
-        raise ModelNotFoundError(f"cannot load Stable Diffusion model {model}: {e}") from e
-    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
-    if device.startswith("cuda"):
-        pipe.unet.set_attn_processor(AttnProcessor2_0())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def prompt_seed(prompt: str, index: int) -> int:
-    """Seed of a prompt's ``index``-th image: a hash of the text, so the same prompt gets the same images anywhere."""
-    return (int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") + index) % (2**31)
+def prompt_seed(prompt: str, index: int, salt: int = 0) -> int:
+    """Seed of a prompt's ``index``-th image: a 63-bit hash of the text and index (``salt`` > 0 only to
+    step past a collision), so the same prompt gets the same images in any set."""
+    digest = hashlib.sha256(f"{salt}\0{index}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def plan_items(prompts: Sequence[str], seeds_per_prompt: int) -> list[dict]:
-    """One ``{"key", "prompt", "seed"}`` per image; keys are zero-padded row numbers (img2dataset style)."""
-    return [{"key": f"{row:09d}", "prompt": p, "seed": prompt_seed(p, s)}
-            for row, (p, s) in enumerate((p, s) for p in prompts for s in range(seeds_per_prompt))]
+    """One ``{"key", "prompt", "seed", "seed_index"}`` per image; keys are zero-padded row numbers
+    (img2dataset style). Seeds are unique within the set: a repeat (a repeated prompt, or a hash
+    collision) is re-hashed with the next salt."""
+    seen: set[int] = set()
+    items = []
+    for p in prompts:
+        for s in range(seeds_per_prompt):
+            salt, seed = 0, prompt_seed(p, s)
+            while seed in seen:
+                salt += 1
+                seed = prompt_seed(p, s, salt)
+            seen.add(seed)
+            items.append({"key": f"{len(items):09d}", "prompt": p, "seed": seed, "seed_index": s})
+    return items
 
 
-class ShardMaker:
-    """Builds the pipeline once, then turns a shard's items into its samples (PNG bytes, prompt, JSON)."""
-
-    def __init__(self, config: GenerateConfig) -> None:
-        self.config = config
-        self.pipe = load_pipeline(config.model, config.device)
-
-    def make(self, items: list[dict]) -> list[dict]:
-        """Samples for ``items``, generated in batches, one seeded generator per image."""
-        import torch
-
-        cfg, out = self.config, []
-        for start in range(0, len(items), cfg.batch_size):
-            batch = items[start : start + cfg.batch_size]
-            images = self.pipe(
-                [it["prompt"] for it in batch], num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
-                height=cfg.size, width=cfg.size, negative_prompt=[cfg.negative_prompt] * len(batch) if cfg.negative_prompt else None,
-                generator=[torch.Generator("cpu").manual_seed(it["seed"]) for it in batch],
-            ).images
-            for it, image in zip(batch, images):
-                buf = io.BytesIO()
-                image.save(buf, format="png")
-                meta = {"seed": it["seed"], **cfg.settings()}
-                out.append({"__key__": it["key"], "png": buf.getvalue(), "txt": it["prompt"], "json": meta})
-        return out
+def set_fingerprint(items: list[dict], config: GenerateConfig) -> str:
+    """Hash of what the set holds: its samples' keys, prompts and seeds, the settings and the shard size."""
+    blob = json.dumps([items, config.settings(), config.shard_size], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _start_plan(out: Path, items: list[dict], config: GenerateConfig, extra: dict) -> list[list[dict]]:
-    """Write ``plan.json`` and ``prompts.csv`` (or check an existing plan matches) and split items into shards."""
-    import pandas as pd
+def _record(out: Path) -> dict | None:
+    """What a folder says it holds: ``plan.json`` (unfinished) or ``manifest.json`` (finished), else None."""
+    for name in (PLAN_FILE, MANIFEST_FILE):
+        if (out / name).is_file():
+            try:
+                return json.loads((out / name).read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                return {}
+    return None
 
-    digest = hashlib.sha256(json.dumps([items, config.settings(), config.shard_size]).encode()).hexdigest()[:16]
-    plan_path = out / PLAN_FILE
-    if plan_path.is_file():
-        if json.loads(plan_path.read_text(encoding="utf-8")).get("plan") != digest:
-            raise ConfigError(f"{out} holds a different set (another plan); use a new --out or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        frame = pd.DataFrame({"imgId": [it["key"] for it in items], "prompt": [it["prompt"] for it in items]})
-        with atomic.atomic_path(out / "prompts.csv", ".csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        atomic.write_text(plan_path, json.dumps({"plan": digest, "settings": config.settings(), **extra}, indent=2))
-    return [items[s : s + config.shard_size] for s in range(0, len(items), config.shard_size)]
+
+def _check_record(out: Path, record: dict | None, fingerprint: str, config: GenerateConfig, n_images: int) -> None:
+    """Refuse to resume or extend a set made differently, naming the settings that differ."""
+    if record is None or record.get("fingerprint") == fingerprint:
+        return
+    old = record.get("settings") or {}
+    diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in config.settings().items() if old.get(k) != v]
+    if not diff and record.get("shard_size", config.shard_size) != config.shard_size:
+        diff = [f"shard_size {record.get('shard_size')} -> {config.shard_size}"]
+    what = (f"other settings ({'; '.join(diff)})" if diff
+            else f"other prompts ({record.get('n_images', '?')} images there, {n_images} asked)")
+    raise SetMismatchError(f"{out} holds a set made with {what}; a set is never mixed: use a new --out, "
+                           "or the same arguments to resume it")
+
+
+def _shard_ok(path: Path, items: list[dict]) -> bool:
+    """Whether a finished shard holds exactly ``items``' keys and its last image decodes (a truncated tar fails)."""
+    from promptblend.imagesets.shards import open_shard_set
+
+    try:
+        shard = open_shard_set(path)
+        if shard.ids != [it["key"] for it in items]:
+            return False
+        shard.load(len(items) - 1)
+    except PromptblendError:
+        return False
+    return True
+
+
+def _progress(total: int, done: int, enabled: bool):
+    """A per-image progress bar with rate and time left."""
+    from promptblend.progress import progress_bar
+
+    return progress_bar(total=total, initial=done, desc="generate", unit="img", disable=not enabled, smoothing=0.1)
 
 
 def generate_set(prompts: Sequence[str], out: str | Path, config: GenerateConfig, backend: str = "local",
                  ray_address: str | None = None, progress: bool = True, extra_manifest: dict | None = None) -> dict:
     """Generate one image per (prompt, seed) into shards under ``out``; finished shards are kept. Returns the manifest."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    config = config.resolved()
     resolve_model(config.model)
-    out = Path(out)
+    out = atomic.output_target(out, folder=True)  # a file or device at --out: refused before any work
     items = plan_items(prompts, config.seeds_per_prompt)
-    shards = _start_plan(out, items, config, {"n_prompts": len(prompts)})
-    todo = [i for i in range(len(shards)) if not (out / shard_name(SHARD_PREFIX, i)).is_file()]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(items), desc="generate", unit="img", disable=not progress)
-    bar.update(len(items) - sum(len(shards[i]) for i in todo))
+    fingerprint = set_fingerprint(items, config)
+    _check_record(out, _record(out), fingerprint, config, len(items))
+    executor = open_executor(backend, ray_address)  # no cluster there: a named error, nothing written
+    shards = [items[s : s + config.shard_size] for s in range(0, len(items), config.shard_size)]
+    todo = []
+    for i, shard_items in enumerate(shards):
+        path = out / shard_name(SHARD_PREFIX, i)
+        if path.is_file() and _shard_ok(path, shard_items):
+            continue
+        if path.is_file():
+            log.warning("%s is truncated or does not hold its planned samples: rebuilding it", path)
+        todo.append(i)
+    plan = {"fingerprint": fingerprint, "settings": config.settings(), "shard_size": config.shard_size,
+            "n_images": len(items), "n_prompts": len(prompts)}
+    made: list[int] = []
+    bar = _progress(len(items), len(items) - sum(len(shards[i]) for i in todo), progress)
     t0 = time.perf_counter()
 
     def store(i: int, samples: list[dict]) -> None:
+        if not made:
+            _start_plan(out, items, plan)
         write_shard(out / shard_name(SHARD_PREFIX, i), samples)
-        bar.update(len(samples))
+        made.append(i)
 
-    if todo:
-        run = _run_ray if backend == "ray" else _run_local
-        run(config, [(i, shards[i]) for i in todo], store, ray_address)
-    bar.close()
+    try:  # a failure leaves a resumable set (a plan or manifest beside finished shards) or nothing
+        with atomic.output_folder(out, _resumable), executor:
+            if todo:
+                _make_shards(executor, config, [(i, shards[i]) for i in todo], store, bar.update)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
     manifest = {
         "n_images": len(items), "n_prompts": len(prompts), "shards": len(shards), "shards_made": len(todo),
-        "pattern": f"{SHARD_PREFIX}-{{{0:06d}..{len(shards) - 1:06d}}}.tar", "settings": config.settings(),
-        "backend": backend, "wall_time_s": round(time.perf_counter() - t0, 3), **(extra_manifest or {}),
+        "pattern": f"{SHARD_PREFIX}-{{{0:06d}..{len(shards) - 1:06d}}}.tar", "fingerprint": fingerprint,
+        "settings": config.settings(), "shard_size": config.shard_size, "runtime": config.runtime(),
+        "backend": backend, "wall_time_s": round(wall, 3),
+        "images_per_s": round(sum(len(shards[i]) for i in todo) / wall, 3) if todo and wall > 0 else None,
+        **(extra_manifest or {}),
     }
+    sizes = {shard_name(SHARD_PREFIX, i): len(shard) for i, shard in enumerate(shards)}
+    atomic.write_text(out / SIZES_JSON, json.dumps(sizes, indent=1))  # readers check counts against it
     atomic.write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str))
+    (out / PLAN_FILE).unlink(missing_ok=True)  # a finished set's record is its manifest
     return manifest
 
 
-def _run_local(config: GenerateConfig, jobs: list[tuple[int, list[dict]]], store: Callable, _address: Any) -> None:
-    """Make the shards one after another in this process."""
-    maker = ShardMaker(config)
-    for i, items in jobs:
-        store(i, maker.make(items))
+def _start_plan(out: Path, items: list[dict], plan: dict) -> None:
+    """With the first finished shard: ``prompts.csv`` and ``plan.json`` (the resume record; the set is
+    unfinished again, so an old manifest goes)."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"imgId": [it["key"] for it in items], "prompt": [it["prompt"] for it in items]})
+    with atomic.atomic_path(out / "prompts.csv", ".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    atomic.write_text(out / PLAN_FILE, json.dumps(plan, indent=2))
+    (out / MANIFEST_FILE).unlink(missing_ok=True)
 
 
-def _run_ray(config: GenerateConfig, jobs: list[tuple[int, list[dict]]], store: Callable, address: str | None) -> None:
-    """Make the shards on Ray actors (one per GPU, else one per CPU), each building the pipeline once."""
-    from promptblend.raypool import ActorPool
+def _resumable(out: Path) -> bool:
+    """Whether a failed run left work to resume: a plan (unfinished set) or manifest beside its shards."""
+    return (out / PLAN_FILE).is_file() or (out / MANIFEST_FILE).is_file()
 
-    pool = ActorPool(ShardMaker, (config,), address)
-    try:
-        for i, samples in pool.map_ordered("make", [(items,) for _, items in jobs], [i for i, _ in jobs]):
-            store(i, samples)
-    finally:
-        pool.close()
+
+def _make_shards(executor: Executor, config: GenerateConfig, jobs: list[tuple[int, list[dict]]],
+                 store: Callable[[int, list[dict]], None], tick: Callable[[int], object]) -> None:
+    """Make the shards on the executor's workers (each builds the pipeline once), one batch of images per
+    job, so progress moves per batch on any backend; a shard is stored once all its batches are back."""
+    size = config.batch_size
+    batches = [(i, items[s : s + size]) for i, items in jobs for s in range(0, len(items), size)]
+    expected = {i: len(items) for i, items in jobs}
+    held: dict[int, list[dict]] = {}
+    with executor.pool(Builder(ShardMaker, (config,))) as pool:
+        for (i, _), samples in zip(batches, pool.map("make", [(batch,) for _, batch in batches])):
+            held.setdefault(i, []).extend(samples)
+            tick(len(samples))
+            if len(held[i]) == expected[i]:
+                store(i, held.pop(i))

@@ -10,7 +10,6 @@ files, no record). What ``python -m experiments.leaderboard`` does with it are s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +20,9 @@ from promptblend.runs import Run
 from promptblend.truth import load_truth
 
 from .. import pages, plots, report
-from ..entries import Entry, Scored, score_entries
-from ..simulate import PUBLIC_FRACTION, Comparison, Simulation, simulate
+from ..board import LeaderboardResult
+from ..entries import BASELINE, Entry, mean_vector_entry, score_entries
+from ..simulate import PUBLIC_FRACTION, simulate
 
 __all__ = [
     "LeaderboardResult", "leaderboard", "public_mask", "read_public_ids", "record_result", "write_html",
@@ -35,29 +35,6 @@ PLOT_FILES = {
     "histogram": "per_image_hist.png",
 }
 PLOT_DPI = 120
-
-
-@dataclass
-class LeaderboardResult:
-    """What a leaderboard computed: rows (best first), the simulation, per-image scores, entries."""
-
-    rows: list[dict]
-    simulation: Simulation
-    scored: Scored
-    entries: list[Entry]
-    comparison: Comparison | None = None
-    truth: str = ""
-    public_fraction: float = PUBLIC_FRACTION
-
-    @property
-    def best(self) -> str:
-        """Name of the entry with the highest whole-set score."""
-        return self.rows[0]["name"]
-
-    @property
-    def order(self) -> list[int]:
-        """Entry positions (in ``entries`` order) from best to worst."""
-        return [self.simulation.names.index(r["name"]) for r in self.rows]
 
 
 def read_public_ids(path: str | Path) -> list[str]:
@@ -93,13 +70,20 @@ def leaderboard(
     public_ids: Sequence[str] | None = None,
     compare: tuple[str, str] | None = None,
     progress: bool = True,
+    baseline: bool = False,
 ) -> LeaderboardResult:
     """Score ``entries`` against ``truth`` once per image and simulate ``splits`` public/private boards.
 
     ``public_ids``: fix the split (each board is then bootstrap-resampled ``splits`` times).
     ``compare``: two entry names (or unique parts) for a paired comparison.
+    ``baseline``: when no entry is a mean-vector baseline (see :func:`experiments.entries.load_entries`),
+    add the mean of this board's own prompts, labelled as such (in-sample: it has seen every answer).
     """
     truth_run = load_truth(truth)
+    if baseline and entries and not any(e.predictor == BASELINE for e in entries):
+        entries = [*entries, mean_vector_entry(truth_run.embeddings.mean(axis=0), "board",
+                                               "this board's own prompts (in-sample: it has seen every answer)",
+                                               entries[0])]
     scored = score_entries(entries, truth_run, progress=progress)
     mask = public_mask(scored.ids, public_ids) if public_ids is not None else None
     sim = simulate(scored.scores, [e.name for e in entries], splits, seed, public_fraction, mask, progress=progress)

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--blend", action="append", default=[], metavar="DIR", help="a tuned-blend folder; repeatable")
     ap.add_argument("--submission", action="append", default=[], type=_named_submission, metavar="NAME=CSV",
                     help="an outside Kaggle submission; repeatable")
+    ap.add_argument("--bank", metavar="DIR", help="prompt-bank folder whose mean prompt is the mean-vector baseline "
+                    "(default: the --blend's mean vector, else this board's prompts)")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison of two entries (name or unique part)")
     ap.add_argument("--public-ids", metavar="FILE", help="fixed public split: one image id per line")
     ap.add_argument("--splits", type=int, default=1000, help="simulated splits / resamples (default 1000)")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n, _ in args.submission]
     if len(set(names)) != len(names):
         raise ConfigError(f"--submission names repeat: {names}")
-    entries = load_entries(args.runs, args.blend, dict(args.submission))
+    entries = load_entries(args.runs, args.blend, dict(args.submission), bank=args.bank)
     result = leaderboard(
         entries,
         args.truth,
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         public_fraction=args.public_fraction,
         public_ids=read_public_ids(args.public_ids) if args.public_ids else None,
         compare=tuple(args.compare) if args.compare else None,
+        baseline=True,
     )
     session_id, history = None, []
     if not args.no_record:
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     files = write_outputs(result, args.out, with_plots=not args.no_plots, history=history, session_id=session_id)
     console = report.make_console()
     report.print_report(result.rows, result.simulation, result.comparison, history, console)
+    for e in result.entries:
+        if e.kind == "baseline":
+            console.print(f"{e.name}: the mean of {e.meta['mean_source']}, the same vector for every image")
     console.print("wrote " + ", ".join(str(p) for p in files.values()))
     if session_id is not None:
         console.print(f"recorded session {session_id} in {args.record or record.default_path()}")

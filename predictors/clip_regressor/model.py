@@ -12,7 +12,7 @@ from torch import nn
 from promptblend.vectors import DIM
 
 from ..training import PairData, Standardise, TrainConfig, TrainTask
-from ..training.data import ImageFiles, ImagePairs, ShardBatches
+from ..training.data import image_batches, loader, pixel_batches
 from ..training.optim import visual_param_groups
 
 #: Images whose initial tower features set the head's standardiser when fine-tuning.
@@ -20,17 +20,40 @@ STATS_IMAGES = 512
 
 
 class RegressorHead(nn.Module):
-    """CLIP embedding -> standardise -> Linear -> GELU -> Dropout -> Linear -> unit 384-d vector."""
+    """CLIP embedding -> standardise -> Linear -> GELU -> Dropout -> Linear -> unit 384-d vector; with
+    ``linear`` a linear branch is added to the MLP's output (what a text-map initialisation sets)."""
 
-    def __init__(self, clip_dim: int, hidden: int = 1024, dropout: float = 0.1, out_dim: int = DIM) -> None:
+    def __init__(self, clip_dim: int, hidden: int = 1024, dropout: float = 0.1, out_dim: int = DIM,
+                 linear: bool = False) -> None:
         super().__init__()
         self.norm = Standardise(clip_dim)
         self.net = nn.Sequential(
             nn.Linear(clip_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
         )
+        self.linear = nn.Linear(clip_dim, out_dim) if linear else None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.net(self.norm(feats)).float(), dim=-1)
+        z = self.norm(feats)
+        out = self.net(z) if self.linear is None else self.net(z) + self.linear(z)
+        return nn.functional.normalize(out.float(), dim=-1)
+
+    @torch.no_grad()
+    def init_from_text_map(self, tmap, alpha: int) -> None:
+        """Start as the text map (penalty index ``alpha``) across the modality gap, the standardiser's
+        mean being the image mean: ``map(x - mean + text_mean) = (z * scale) @ W + text_mean @ W + b``
+        with ``z`` the standardised input; the MLP's output layer is zeroed so the head equals the map
+        until it trains."""
+        w, b = torch.from_numpy(tmap.weights[alpha]).float(), torch.from_numpy(tmap.biases[alpha]).float()
+        self.linear.weight.copy_((w * self.norm.scale).T)
+        self.linear.bias.copy_(torch.from_numpy(tmap.text_mean).float() @ w + b)
+        self.net[-1].weight.zero_()
+        self.net[-1].bias.zero_()
+
+
+def build_head(clip_dim: int, arch: dict, dropout: float | None = None) -> RegressorHead:
+    """The head an architecture dict describes (``dropout``: override, e.g. 0 for serving)."""
+    return RegressorHead(clip_dim, arch["hidden"], arch["dropout"] if dropout is None else dropout,
+                         linear=bool(arch.get("linear")))
 
 
 class FinetunedRegressor(nn.Module):
@@ -48,13 +71,20 @@ class FinetunedRegressor(nn.Module):
         return self.head(self.features(pixels))
 
 
-def new_tower(name: str, pretrained: str | None = None) -> tuple[nn.Module, object]:
+def new_tower(name: str, pretrained: str | None = None, image_size: int | None = None) -> tuple[nn.Module, object]:
     """A private copy of a CLIP's vision tower (weights from ``pretrained``, random when None) and its
-    eval transform; the cached :func:`promptblend.clip.load_clip` bundle itself is never modified."""
+    eval transform, at ``image_size`` px when given (position embeddings interpolated); the cached
+    :func:`promptblend.clip.load_clip` bundle itself is never modified."""
     from promptblend.clip import load_clip
 
+    from ..clip_views import View, resize_tower, view_transform
+
     bundle = load_clip(name, pretrained, "cpu")
-    return copy.deepcopy(bundle.model.visual), bundle.preprocess
+    visual = copy.deepcopy(bundle.model.visual)
+    if image_size is None:
+        return visual, bundle.preprocess
+    resize_tower(visual, image_size)
+    return visual, view_transform(bundle.preprocess, View(), image_size)
 
 
 def train_transform(preprocess):
@@ -84,51 +114,67 @@ def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1.0 - (pred * nn.functional.normalize(target.float(), dim=-1)).sum(-1)).mean()
 
 
-def _image_batches(paths, transform, batch_size: int, num_workers: int):
-    return torch.utils.data.DataLoader(ImageFiles(paths, transform), batch_size=batch_size, num_workers=num_workers)
-
-
 class RegressorTask(TrainTask):
     """Train :class:`RegressorHead` on cached CLIP features, or (``finetune``) the tower with it on pixels."""
 
     kind = "clip-regressor"
     can_finetune = True
 
+    def configure(self, cfg: TrainConfig) -> None:
+        """A text-map head gets its linear branch (every lever is supported)."""
+        if cfg.head_init == "text-map":
+            self.arch["linear"] = True
+
+    def head_parameters(self, model: nn.Module) -> list:
+        return list(model.head.parameters())
+
+    def _init_head(self, head: RegressorHead, clip: tuple[str, str | None], cfg: TrainConfig, feats: np.ndarray) -> None:
+        """The text-map initialisation (``cfg.head_init``; the penalty chosen for the training images'
+        features ``feats``), recorded in :attr:`init_info`."""
+        if cfg.head_init != "text-map":
+            return
+        from promptblend.bank import load_bank
+        from promptblend.clip import load_clip
+
+        from ..clip_text_map import text_map_for
+
+        bank = load_bank(cfg.bank)
+        bank.check_key_model(*clip)
+        tmap = text_map_for(bank, load_clip(clip[0], clip[1], "cpu").identity)
+        alpha = tmap.choose(feats)
+        head.init_from_text_map(tmap, alpha)
+        self.init_info = {"kind": "text-map", "map": tmap.info["key"], "bank": tmap.info["bank"],
+                          "alpha": tmap.info["alphas"][alpha], "held_out_score": tmap.info["held_out_scores"][alpha]}
+
     def build(self, data: PairData, train_idx: np.ndarray, out: Path, cfg: TrainConfig) -> nn.Module:
         if not cfg.finetune:
-            head = RegressorHead(data.features.shape[1], hidden=self.arch["hidden"], dropout=self.arch["dropout"])
+            head = build_head(data.features.shape[1], self.arch)
             head.norm.fit(data.features[train_idx])
+            self._init_head(head, data.clip, cfg, data.features[train_idx])
             return head
-        visual, self.preprocess = new_tower(*data.clip)
-        model = FinetunedRegressor(visual, RegressorHead(visual.output_dim, self.arch["hidden"], self.arch["dropout"]))
+        visual, self.preprocess = new_tower(*data.clip, image_size=cfg.image_size)
+        model = FinetunedRegressor(visual, build_head(visual.output_dim, self.arch))
         with torch.no_grad():
-            feats = torch.cat([model.features(x) for x in self._first_images(data, train_idx)])
+            feats = torch.cat([model.features(x) for x in self._first_images(data, train_idx, cfg.num_workers)])
         model.head.norm.fit(feats.numpy())
+        self._init_head(model.head, data.clip, cfg, feats.numpy())
         freeze_tower(visual, cfg.unfreeze_last)
         if cfg.grad_checkpointing:
             visual.set_grad_checkpointing(True)
         return model
 
-    def _first_images(self, data: PairData, train_idx: np.ndarray):
-        """Batches of the first :data:`STATS_IMAGES` training images (streamed from shards when there are)."""
-        if data.shards is None:
-            yield from _image_batches([data.paths[i] for i in train_idx[:STATS_IMAGES]], self.preprocess, 64, 0)
-            return
-        images = [self.preprocess(im) for _, im in data.shards.samples(0, STATS_IMAGES, split_workers=False)]
-        yield from torch.stack(images).split(64)
+    def _first_images(self, data: PairData, train_idx: np.ndarray, workers: int):
+        """Pixel batches of the first :data:`STATS_IMAGES` training images (decoded in ``workers``)."""
+        yield from loader(image_batches(data.images, train_idx[:STATS_IMAGES], self.preprocess, 64), workers)
 
-    def stream(self, data: PairData, plan, start: int, stop: int, cfg: TrainConfig):
-        """Fine-tuning batches streamed from ``data.shards`` (augmented when ``cfg.augment``)."""
+    def stream(self, data: PairData, idx: np.ndarray, order, cfg: TrainConfig):
+        """Fine-tuning batches of pairs ``idx`` in ``order``, from any source (augmented when ``cfg.augment``)."""
         augment = train_transform(self.preprocess) if cfg.augment else None
-        return ShardBatches(data.shards, plan, start, stop, data.targets[: plan.n], self.preprocess, augment, cfg.seed)
+        return pixel_batches(data.images, idx, order, self.preprocess, augment, cfg.seed, data.targets[idx])
 
     def dataset(self, data: PairData, idx: np.ndarray, cfg: TrainConfig, train: bool):
-        if not cfg.finetune:
-            return torch.utils.data.TensorDataset(
-                torch.from_numpy(data.features[idx]), torch.from_numpy(data.targets[idx])
-            )
-        augment = train_transform(self.preprocess) if train and cfg.augment else None
-        return ImagePairs([data.paths[i] for i in idx], data.targets[idx], self.preprocess, augment, cfg.seed)
+        """Cached CLIP features and targets (fine-tuning reads pixels through :meth:`stream` instead)."""
+        return torch.utils.data.TensorDataset(torch.from_numpy(data.features[idx]), torch.from_numpy(data.targets[idx]))
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         inputs, targets = batch
@@ -138,7 +184,7 @@ class RegressorTask(TrainTask):
         device = next(model.parameters()).device
         if not cfg.finetune:
             return model(torch.from_numpy(data.features[idx]).to(device)).float().cpu().numpy()
-        batches = _image_batches([data.paths[i] for i in idx], self.preprocess, cfg.batch_size, cfg.num_workers)
+        batches = loader(image_batches(data.images, idx, self.preprocess, cfg.batch_size), cfg.num_workers)
         return np.concatenate([model(x.to(device)).float().cpu().numpy() for x in batches])
 
     def evaluate(self, model: nn.Module, data: PairData, idx: np.ndarray, cfg: TrainConfig) -> tuple[float, float]:

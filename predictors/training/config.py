@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from promptblend.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 AMP_MODES = ("off", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
-#: Settings that may change between a run and its resumption (budget, cadence, hardware).
-RUN_ONLY = ("epochs", "max_steps", "time_budget", "val_every", "save_every", "device", "num_workers", "progress")
+#: ``auto``: ``text-map`` when a ``bank`` is given, else ``random``.
+HEAD_INITS = ("random", "text-map", "auto")
+#: Share of the planned steps that an automatic linear-probe phase takes (``lp_steps`` None, text-map init).
+AUTO_LP_SHARE = 0.1
+#: Settings that may change between a run and its resumption (budget, cadence, hardware; the bank is
+#: recorded by its text map's key instead of its path).
+RUN_ONLY = ("epochs", "max_steps", "time_budget", "val_every", "save_every", "device", "num_workers", "progress", "bank")
 
 
 @dataclass
@@ -23,10 +31,20 @@ class TrainConfig:
 
     ``shard_parts``: streams a shard set is dealt into (see :class:`~.data.BatchPlan`; use the
     number of processes, or a multiple of it, so each reads only its own shards).
+    ``one_image_per_prompt``: an epoch reads one image of each prompt, a different one (seed) each epoch;
+    None: on when every training prompt has the same number (> 1) of images, as ``experiments.generate
+    --seeds-per-prompt`` makes (validation then keeps one fixed image per prompt; see :func:`~.data.data_split`).
     ``batch_size`` is the global batch of one optimiser step (split over ranks and ``grad_accum``
     micro-batches); ``warmup``, ``max_steps``, ``val_every`` and ``save_every`` count optimiser steps
     (``val_every`` None: once per epoch; ``save_every`` None: at each validation); ``time_budget`` is
     in seconds of this process's wall time (a checkpoint is written when it runs out).
+
+    The levers of the top solutions: ``head_init`` ``text-map`` starts the head as the ridge map from
+    CLIP text to MiniLM fitted on ``bank`` (:mod:`predictors.clip_text_map`); ``lp_steps`` is a
+    linear-probe phase (head only, constant lr) before the end-to-end phase (None: 10% of the planned
+    steps with a text-map head when fine-tuning, else none; counted in the step budget);
+    ``image_size`` fine-tunes and serves an open_clip ViT at another resolution (position embeddings
+    interpolated).
     """
 
     epochs: int = 10
@@ -51,6 +69,11 @@ class TrainConfig:
     grad_checkpointing: bool = False
     augment: bool = False
     shard_parts: int = 1
+    one_image_per_prompt: bool | None = None
+    head_init: str = "random"
+    bank: str | None = None
+    lp_steps: int | None = None
+    image_size: int | None = None
     time_budget: float | None = None
     device: str | None = None
     num_workers: int = 2
@@ -78,6 +101,26 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 (got {value})")
         if self.unfreeze_last is not None and self.unfreeze_last < 0:
             raise ConfigError(f"unfreeze_last must be >= 0 (got {self.unfreeze_last})")
+        if self.head_init not in HEAD_INITS:
+            raise ConfigError(f"head_init must be one of {', '.join(HEAD_INITS)} (got {self.head_init!r})")
+        if self.head_init == "text-map" and not self.bank:
+            raise ConfigError("head_init text-map needs a prompt bank with CLIP keys (--bank DIR, built by index.build --keys)")
+        if self.lp_steps is not None and (self.lp_steps < 0 or not self.finetune and self.lp_steps):
+            raise ConfigError(f"lp_steps must be >= 0, and > 0 only when fine-tuning the tower (got {self.lp_steps})")
+        if self.image_size is not None and (self.image_size < 1 or not self.finetune):
+            raise ConfigError(f"image_size needs fine-tuning (the tower's position embeddings are interpolated; got {self.image_size})")
+
+    def resolve(self) -> TrainConfig:
+        """``head_init`` ``auto`` made concrete (``text-map`` when a bank is given); returns self."""
+        if self.head_init == "auto":
+            self.head_init = "text-map" if self.bank else "random"
+        return self
+
+    def lp_steps_for(self, total: int) -> int:
+        """Linear-probe steps of a run planned for ``total`` steps (see the class docstring)."""
+        if self.lp_steps is not None:
+            return self.lp_steps
+        return max(1, round(AUTO_LP_SHARE * total)) if self.finetune and self.head_init == "text-map" else 0
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
@@ -124,12 +167,19 @@ def split_settings(
     if unknown:
         raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     given = {k: v for k, v in overrides.items() if v is not None or k not in LOOP_KEYS | {"clip"}}
+    source = "the given config" if isinstance(config, dict) else f"'{config}'"
+    for key in sorted(k for k in given if k in base and _json(given[k]) != _json(base[k])):
+        log.info("%s=%s overrides %s (%s=%s)", key, _json(given[key]), source, key, _json(base[key]))
     settings = {**base, **given}
     clip = settings.pop("clip", None)
     if not clip or len(clip) != 2:
         raise ConfigError("training needs clip=(model_name, pretrained)")
     loop = TrainConfig(**{k: settings.pop(k) for k in list(settings) if k in LOOP_KEYS})
     return loop, settings, (str(clip[0]), clip[1])
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)  # tuples and lists alike (a clip pair), paths as text
 
 
 def arch_of(preset: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, str | None], bool]:

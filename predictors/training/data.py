@@ -3,19 +3,19 @@
 The batch order is a pure function of (seed, number of pairs, global batch, step), so a resumed or
 data-parallel run reads the same rows at the same step: :class:`BatchPlan` splits each global batch
 over ranks and gradient-accumulation micro-batches, and a row's *key* (``epoch * n + row``) seeds
-its augmentation, so decoding in any worker of any process gives the same pixels. Fine-tuning can
-stream a WebDataset shard set (:class:`ShardBatches`): an epoch then visits the shards in a seeded
-order, each shard's rows in stream order.
+its augmentation, so decoding in any worker of any process gives the same pixels. Pixels of every
+source (folder, shards, Parquet) come through the one batch dataset of
+:mod:`promptblend.imagesets.batches`, decoded in DataLoader workers, in the order the plan hands in; a
+set read as a stream (shards, Parquet row groups) is visited chunk by chunk in a seeded order.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,57 +27,49 @@ from promptblend.errors import (
     ModelNotFoundError,
     TruthError,
 )
-from promptblend.images import ImageSet, load_image, open_image_set, read_prompts_csv
+from promptblend.imagesets import Concat, ImageSet, open_image_set, read_prompts_csv
+from promptblend.imagesets.batches import BadBatch, Batches, no_collate, row_batches
 from promptblend.text import encode
 
-Images = ImageSet | str | Path | Sequence[str | Path]
+Images = ImageSet | str | Path | Sequence[str | Path]  # a set, or anything open_image_set opens
 Prompts = str | Path | dict[str, str] | Sequence[str] | None
 
 
 @dataclass
 class PairData:
-    """Image-prompt pairs reduced to what training needs: image paths, CLIP features, MiniLM targets.
+    """Image-prompt pairs reduced to what training needs: the images, CLIP features, MiniLM targets.
 
-    ``features`` is None when the tower itself trains (fine-tuning reads pixels); ``val_start`` is
-    the first row of a separate validation set appended to the training rows (None: split by fraction).
+    ``images`` holds every pair's image (row i is pair i, any source); ``features`` is None when the
+    tower itself trains (fine-tuning reads pixels); ``val_start`` is the first row of a separate
+    validation set appended to the training rows (None: split by fraction). ``groups``: rows per chunk
+    of the training rows when they are read as a stream (shards, Parquet row groups; empty: any order).
     """
 
     ids: list[str]
     prompts: list[str]
-    paths: list[Path]
+    images: ImageSet
     features: np.ndarray | None  # float32 (N, clip_dim), unit rows
     targets: np.ndarray  # float32 (N, 384), unit rows
     clip: tuple[str, str | None]
     val_start: int | None = None
-    shards: Any = None  # a ShardSet whose rows are the first len(shards) pairs (streamed, no paths)
+    groups: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 def resolve_pairs(images: Images, prompts: Prompts = None) -> tuple[ImageSet, list[str]]:
-    """Turn images (a set, a folder or file paths) and prompts (a CSV, an id->prompt dict, a list
-    aligned with the images, or None for the set's own ``prompts.csv``) into aligned pairs."""
-    if isinstance(images, ImageSet):
-        image_set = images
-    elif isinstance(images, (str, Path)):
-        image_set = open_image_set(images)
-    else:
-        paths = [Path(p) for p in images]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if not paths or missing:
-            raise ImageSetError(f"image files not found: {missing[:3]}" if missing else "no images given")
-        image_set = ImageSet(paths[0].parent, [p.stem for p in paths], paths)
-    if not hasattr(image_set, "paths"):  # WebDataset shards carry their prompts as .txt members
-        if prompts is not None:
-            raise ConfigError(f"{images}: a shard set brings its own prompts (.txt); do not pass prompts")
-        return image_set, image_set.prompt_list()
+    """Turn images (a set, a folder, shards, a Parquet or image file paths) and prompts (a CSV, an
+    id->prompt dict, a list aligned with the images, or None for the set's own truth) into aligned pairs."""
+    if isinstance(images, (list, tuple)) and not images:
+        raise ImageSetError("no images given")
+    image_set = open_image_set(images)
     if prompts is None:
         return image_set, image_set.prompt_list()
     if isinstance(prompts, (str, Path)):
         prompts = read_prompts_csv(prompts)
     if isinstance(prompts, dict):
-        image_set = dataclasses.replace(image_set, prompts=dict(prompts))
+        image_set = image_set.with_prompts(prompts)
         return image_set, image_set.prompt_list()
     prompts = [str(p) for p in prompts]
     if len(prompts) != len(image_set):
@@ -85,39 +77,6 @@ def resolve_pairs(images: Images, prompts: Prompts = None) -> tuple[ImageSet, li
     if any(not p.strip() for p in prompts):
         raise TruthError("empty prompt in the prompt list")
     return image_set, prompts
-
-
-class ImageFiles:
-    """Decode + transform images in DataLoader workers (row ``i`` of ``paths``)."""
-
-    def __init__(self, paths: Sequence[Path], transform) -> None:
-        self.paths, self.transform = list(paths), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        return self.transform(load_image(self.paths[i]))
-
-
-class ImagePairs:
-    """Keyed image -> (pixels, target) pairs: key ``epoch * n + row``; ``augment`` (a transform) is seeded by the key."""
-
-    keyed = True
-
-    def __init__(self, paths: Sequence[Path], targets: np.ndarray, transform, augment=None, seed: int = 0) -> None:
-        self.paths, self.targets = list(paths), targets
-        self.transform, self.augment, self.seed = transform, augment, seed
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, key: int):
-        import torch
-
-        row = int(key) % len(self.paths)
-        pixels = seeded_pixels(load_image(self.paths[row]), key, self.transform, self.augment, self.seed)
-        return pixels, torch.from_numpy(self.targets[row])
 
 
 def seeded_pixels(image, key: int, transform, augment, seed: int):
@@ -129,6 +88,51 @@ def seeded_pixels(image, key: int, transform, augment, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + int(key))
         return augment(image)
+
+
+class SeededPixels:
+    """A batch ``prepare``: an image's pixels, augmented with the RNG seeded by its key (see :func:`seeded_pixels`)."""
+
+    def __init__(self, transform, augment=None, seed: int = 0) -> None:
+        self.transform, self.augment, self.seed = transform, augment, seed
+
+    def __call__(self, image, key: int):
+        return seeded_pixels(image, key, self.transform, self.augment, self.seed)
+
+
+class PixelTargets:
+    """A batch ``collate`` run in the worker: stacked pixels, and the targets of the keys' rows (``key % n``)."""
+
+    def __init__(self, targets: np.ndarray | None = None) -> None:
+        self.targets = targets
+
+    def __call__(self, keys: list[int], items: list):
+        pixels = torch.stack(items)
+        if self.targets is None:
+            return pixels
+        return pixels, torch.from_numpy(self.targets[[k % len(self.targets) for k in keys]])
+
+
+def pixel_batches(images: ImageSet, rows: Sequence[int], order: Sequence[Sequence[int]], transform, augment=None,
+                  seed: int = 0, targets: np.ndarray | None = None) -> Batches:
+    """The one batch dataset over ``images`` for pairs ``rows``: keys of ``order`` (``epoch * n + i``) read
+    row ``rows[i]``; batches are ``(pixels, targets[i])``, or pixels alone when ``targets`` is None."""
+    return Batches(images, order, SeededPixels(transform, augment, seed), rows=rows, collate=PixelTargets(targets))
+
+
+def image_batches(images: ImageSet, rows: Sequence[int], transform, batch_size: int) -> Batches:
+    """Pixel batches of pairs ``rows`` in that order (for features and predictions)."""
+    return pixel_batches(images, rows, row_batches(0, len(rows), batch_size), transform)
+
+
+def loader(batches: Batches, workers: int, pin_memory: bool = False):
+    """Iterate ``batches`` through a DataLoader with ``workers`` decoding; a bad image raises its named error."""
+    data = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=no_collate, num_workers=workers,
+                                       pin_memory=pin_memory)
+    for batch in data:
+        if isinstance(batch, BadBatch):
+            raise batch.bad[0].error()
+        yield batch
 
 
 class Keyed:
@@ -164,8 +168,7 @@ def clip_image_features(
     progress: bool = True,
 ) -> np.ndarray:
     """Unit CLIP image embeddings (N, D) of an image set, cached on disk per CLIP model and set."""
-    import torch
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     from promptblend.cache import cache_dir
     from promptblend.clip import embed_images, load_clip
@@ -177,32 +180,13 @@ def clip_image_features(
         if feats.shape[0] == len(image_set):
             return feats
     bundle = load_clip(clip[0], clip[1], device)
-    if hasattr(image_set, "paths"):
-        loader = torch.utils.data.DataLoader(
-            ImageFiles(image_set.paths, bundle.preprocess), batch_size=batch_size, num_workers=num_workers
-        )
-    else:  # WebDataset shards: streamed once in row order, nothing unpacked
-        loader = _streamed_batches(image_set, bundle.preprocess, batch_size)
+    batches = loader(image_batches(image_set, range(len(image_set)), bundle.preprocess, batch_size), num_workers)
     total = -(-len(image_set) // batch_size)
-    out = [embed_images(bundle, x) for x in tqdm(loader, desc="clip features", unit="batch", total=total,
+    out = [embed_images(bundle, x) for x in progress_bar(batches, desc="clip features", unit="batch", total=total,
                                                   disable=not progress)]
     feats = np.concatenate(out).astype(np.float32)
     atomic.save_npy(path, feats)
     return feats
-
-
-def _streamed_batches(image_set, transform, batch_size: int):
-    """Transformed pixel batches of a shard set in row order."""
-    import torch
-
-    batch = []
-    for _, image in image_set.samples(0, None, split_workers=False):
-        batch.append(transform(image))
-        if len(batch) == batch_size:
-            yield torch.stack(batch)
-            batch = []
-    if batch:
-        yield torch.stack(batch)
 
 
 def prompt_targets(prompts: Sequence[str]) -> np.ndarray:
@@ -231,38 +215,67 @@ def prepare_pairs(
     """Resolve the pairs (and a separate validation set) and embed them: CLIP features (when
     ``features``) and MiniLM prompt targets."""
     sets = [resolve_pairs(images, prompts)] + ([resolve_pairs(val_images)] if val_images is not None else [])
-    # the frozen-feature head streams shards once for their CLIP features; fine-tuning streams pixels each epoch
-    shards = None if features or hasattr(sets[0][0], "paths") else sets[0][0]
-    if shards is not None and (val_images is None or not hasattr(sets[1][0], "paths")):
-        raise ConfigError("fine-tuning from shards streams pixels: give a folder --val set")
-    ids, texts, paths, feats = [], [], [], []
+    # fine-tuning reads a streamed set (shards, Parquet) chunk by chunk: its rows must all be training rows
+    groups = () if features else sets[0][0].groups
+    if groups and val_images is None:
+        raise ConfigError(f"fine-tuning streams the pixels of {sets[0][0].root} chunk by chunk: give a --val set "
+                          "(any source) instead of a held-out fraction")
+    ids, texts, feats = [], [], []
     for image_set, set_texts in sets:
         ids += list(image_set.ids)
         texts += set_texts
-        paths += list(getattr(image_set, "paths", [None] * len(image_set)))
         if features:
             feats.append(clip_image_features(image_set, clip, device, num_workers=num_workers, progress=progress))
     val_start = len(sets[0][0]) if val_images is not None else None
+    images_all = Concat([s for s, _ in sets]) if len(sets) > 1 else sets[0][0]
     return PairData(
-        ids, texts, paths, np.concatenate(feats) if features else None, prompt_targets(texts), (clip[0], clip[1]),
-        val_start, shards,
+        ids, texts, images_all, np.concatenate(feats) if features else None, prompt_targets(texts),
+        (clip[0], clip[1]), val_start, groups,
     )
 
 
-def split_indices(n: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded train / held-out split of ``n`` pairs (at least one held out when ``val_frac`` > 0)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = 0 if val_frac <= 0 else max(1, int(round(n * val_frac)))
-    if n - n_val < 1:
+def split_indices(n: int, val_frac: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded train / held-out split of ``n`` pairs (at least one held out when ``val_frac`` > 0);
+    with ``groups`` (a prompt id per row) whole groups are held out, so no prompt is on both sides."""
+    units = n if groups is None else int(groups.max()) + 1
+    perm = np.random.default_rng(seed).permutation(units)
+    n_val = 0 if val_frac <= 0 else max(1, int(round(units * val_frac)))
+    if units - n_val < 1:
         raise ConfigError(f"{n} pairs leave nothing to train on with val_frac={val_frac}")
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    if groups is None:
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    held = np.isin(groups, perm[:n_val])
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def data_split(data: PairData, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation rows: the appended validation set, else a seeded fraction."""
+def prompt_groups(prompts: Sequence[str]) -> np.ndarray:
+    """A prompt id per row: rows with the same prompt text share one (ids 0.. in first-seen order)."""
+    ids: dict[str, int] = {}
+    return np.fromiter((ids.setdefault(p, len(ids)) for p in prompts), np.int64, len(prompts))
+
+
+def several_seeds(groups: np.ndarray) -> bool:
+    """Whether every prompt has the same number (> 1) of images: a set made with several seeds per prompt."""
+    counts = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)
+    return bool(len(counts) > 0 and counts.min() == counts.max() > 1)
+
+
+def data_split(data: PairData, val_frac: float, seed: int,
+               one_per_prompt: bool | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Training and validation rows (the appended validation set, else a seeded fraction) and whether an
+    epoch reads one image per prompt. ``one_per_prompt`` None: on when the training rows hold several seeds
+    per prompt. When on, a fraction split holds out whole prompts and validation keeps one fixed image
+    (the first) per prompt, so near-identical images neither leak nor inflate the score."""
+    groups = prompt_groups(data.prompts)
     if data.val_start is not None:
-        return np.arange(data.val_start), np.arange(data.val_start, len(data))
-    return split_indices(len(data), val_frac, seed)
+        train_idx, val_idx = np.arange(data.val_start), np.arange(data.val_start, len(data))
+        on = several_seeds(prompt_groups(data.prompts[: data.val_start])) if one_per_prompt is None else one_per_prompt
+    else:
+        on = several_seeds(groups) if one_per_prompt is None else one_per_prompt
+        train_idx, val_idx = split_indices(len(data), val_frac, seed, groups if on else None)
+    if on:
+        val_idx = np.sort(val_idx[np.unique(groups[val_idx], return_index=True)[1]])
+    return train_idx, val_idx, on
 
 
 @dataclass(frozen=True)
@@ -284,8 +297,14 @@ class BatchPlan:
     #: dividing ``parts`` reads only its streams' shards (open_clip's split by shard), and one process
     #: with the same ``parts`` reads the same batches.
     parts: int = 1
+    #: A prompt id per row (see :func:`prompt_groups`), or None: an epoch then reads one image per prompt,
+    #: the prompt's rows taken in turn from a seeded offset (a different image, i.e. seed, each epoch);
+    #: the order and the split over ranks are those of the rows chosen.
+    prompts: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.prompts is not None and len(self.prompts) != self.n:
+            raise ConfigError(f"{len(self.prompts)} prompt ids for {self.n} training rows")
         if self.parts > 1 and (not self.groups or self.batch_size % self.parts or len(self.groups) < self.parts):
             raise ConfigError(
                 f"shard_parts={self.parts} needs shards, at least as many shards and a batch_size it divides"
@@ -302,10 +321,40 @@ class BatchPlan:
         """Batches per epoch; a last partial batch too small to split over ranks is dropped (shard
         streams: as many as the shortest stream any shard deal can give fills)."""
         if self.parts > 1:
-            shortest = sum(sorted(self.groups)[: len(self.groups) // self.parts])
+            shortest = sum(sorted(self._least_per_group())[: len(self.groups) // self.parts])
             return shortest // (self.batch_size // self.parts)
-        full, rest = divmod(self.n, self.batch_size)
+        full, rest = divmod(self.n if self.prompts is None else self._picks[1].size, self.batch_size)
         return full + (1 if rest >= self.world * self.accum else 0)
+
+    @functools.cached_property
+    def _picks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows sorted by prompt, each prompt's first position in them, its row count and seeded offset."""
+        by_prompt = np.argsort(self.prompts, kind="stable")
+        firsts = np.flatnonzero(np.r_[True, np.diff(self.prompts[by_prompt]) != 0])
+        counts = np.diff(np.r_[firsts, self.n])
+        offsets = np.random.default_rng([self.seed, 2]).integers(0, counts)
+        return by_prompt, firsts, counts, offsets
+
+    def chosen(self, epoch: int) -> np.ndarray:
+        """The rows epoch ``epoch`` reads: all, or one per prompt (the ``(offset + epoch) % count``-th of its rows)."""
+        if self.prompts is None:
+            return np.arange(self.n)
+        by_prompt, firsts, counts, offsets = self._picks
+        return np.sort(by_prompt[firsts + (offsets + epoch) % counts])
+
+    def _least_per_group(self) -> list[int]:
+        """Fewest rows any epoch reads from each stream chunk (one per prompt: prompts wholly inside it)."""
+        if self.prompts is None:
+            return list(self.groups)
+        starts = np.cumsum((0, *self.groups))
+        chunk = np.searchsorted(starts, np.arange(self.n), side="right") - 1
+        least = []
+        for c in range(len(self.groups)):
+            inside = np.zeros(int(self.prompts.max()) + 1, bool)
+            inside[np.unique(self.prompts[chunk == c])] = True
+            inside[np.unique(self.prompts[chunk != c])] = False
+            least.append(int(inside.sum()))
+        return least
 
     def global_keys(self, step: int) -> np.ndarray:
         """Keys (``epoch * n + row``) of the global batch at ``step``."""
@@ -319,13 +368,19 @@ class BatchPlan:
     def order(self, epoch: int) -> np.ndarray:
         """Rows in the order epoch ``epoch`` reads them (a permutation, or shard runs in :meth:`shard_order`)."""
         if not self.groups:
-            return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            if self.prompts is None:
+                return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            rows = self.chosen(epoch)
+            return rows[np.random.default_rng([self.seed, epoch]).permutation(len(rows))]
         starts = np.cumsum((0, *self.groups))
         shards = self.shard_order(epoch)
+        read = np.zeros(self.n, bool)
+        read[self.chosen(epoch)] = True
         streams = [
             np.concatenate([np.arange(starts[s], starts[s + 1]) for s in shards[p :: self.parts]])
             for p in range(self.parts)
         ]
+        streams = [stream[read[stream]] for stream in streams]
         if self.parts == 1:
             return streams[0]
         m = self.batch_size // self.parts
@@ -360,50 +415,9 @@ class StepSampler:
         for step in range(self.start, self.stop):
             yield from self.plan.micro_batches(step)
 
-
-
-class ShardBatches(torch.utils.data.IterableDataset):
-    """This rank's micro-batches for steps ``start`` .. ``stop`` - 1, streamed from a shard set in the
-    plan's shard order (an iterable dataset yielding collated ``(pixels, targets)``).
-
-    Every rank streams the shards it needs but decodes only its own rows; DataLoader workers take
-    micro-batches in turn (worker ``w`` decodes every ``w``-th), which the loader's in-order round robin
-    puts back in sequence, so the batches equal the one-worker, one-process ones.
-    """
-
-    def __init__(self, shards, plan: BatchPlan, start: int, stop: int, targets: np.ndarray, transform,
-                 augment=None, seed: int = 0) -> None:
-        self.shards, self.plan, self.start, self.stop = shards, plan, start, stop
-        self.targets, self.transform, self.augment, self.seed = targets, transform, augment, seed
-
-    def __iter__(self):
-        from torch.utils.data import get_worker_info
-
-        from promptblend.images import decode_image
-
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        micro = [m for step in range(self.start, self.stop) for m in self.plan.micro_batches(step)]
-        mine = [keys for i, keys in enumerate(micro) if i % workers == worker]
-        where = {k: (i, j) for i, keys in enumerate(mine) for j, k in enumerate(keys)}
-        done: dict[int, dict[int, Any]] = {}
-        for key, data, name in self._stream(where):
-            i, j = where[key]
-            done.setdefault(i, {})[j] = seeded_pixels(decode_image(data, name), key, self.transform, self.augment, self.seed)
-            if len(done[i]) == len(mine[i]):
-                items = done.pop(i)
-                rows = [k % self.plan.n for k in mine[i]]
-                yield torch.stack([items[j] for j in range(len(rows))]), torch.from_numpy(self.targets[rows])
-
-    def _stream(self, keys):
-        """``(key, image bytes, name)`` of ``keys`` in stream order (shards without a wanted row are not read)."""
-        n = self.plan.n
-        starts = np.cumsum((0, *self.plan.groups))
-        for epoch in sorted({k // n for k in keys}):
-            rows = {k - epoch * n for k in keys if k // n == epoch}
-            for s in self.plan.shard_order(epoch):
-                first, last = int(starts[s]), int(starts[s + 1])
-                if any(first <= r < last for r in rows):
-                    for row, _, name, data, _ in self.shards.raw(first, last, split_workers=False):
-                        if row in rows:
-                            yield epoch * n + row, data, name
+    def __getitem__(self, i: int) -> list[int]:
+        """Micro-batch ``i`` (so the sampler is also the order a :class:`Batches` dataset takes)."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        step, micro = divmod(i, self.plan.accum)
+        return self.plan.micro_batches(self.start + step)[micro]

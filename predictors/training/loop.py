@@ -20,7 +20,6 @@ import functools
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +29,28 @@ import numpy as np
 import torch
 
 from promptblend import atomic
+from promptblend.cache import load_entry
 from promptblend.errors import ConfigError
 
 from . import distributed
 from .checkpoint import (
+    CheckpointError,
     TrainingDivergedError,
     load_checkpoint,
+    read_checkpoint_state,
     save_checkpoint,
     save_weights,
 )
 from .config import TrainConfig
-from .data import BatchPlan, Keyed, PairData, StepSampler, data_split
+from .data import (
+    BatchPlan,
+    Keyed,
+    PairData,
+    StepSampler,
+    data_split,
+    loader,
+    prompt_groups,
+)
 from .metrics import plot_metrics, read_metrics, read_step_losses, write_metrics
 from .optim import Ema, lr_factor, make_optimizer
 from .task import TrainTask
@@ -76,6 +86,8 @@ class _Run:
     losses: list = field(default_factory=list)
     ddp: Any = None
     baseline: float | None = None
+    lp: int = 0  # linear-probe steps (head only) before the end-to-end phase
+    since: tuple[float, int] = (0.0, 0)  # sum and count of the step losses since the last metrics row
 
 
 def _keyed(dataset):
@@ -103,31 +115,32 @@ def amp_context(cfg: TrainConfig, device: str):
 
 def _build(task: TrainTask, data: PairData, out: Path, cfg: TrainConfig, dist: distributed.Dist) -> _Run:
     """Model, optimiser, schedule, scaler and EMA of a fresh run (nothing restored yet)."""
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    train_idx, val_idx = data_split(data, cfg.val_frac, cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)  # rank 0 made it in fit (removed on a failure with nothing to resume)
+    train_idx, val_idx, one_per_prompt = data_split(data, cfg.val_frac, cfg.seed, cfg.one_image_per_prompt)
+    task.configure(cfg)
     config = {
         "kind": task.kind, "clip": list(data.clip), "arch": task.arch, "train": cfg.identity(),
-        "data": {"n_pairs": len(data), "n_train": len(train_idx), "n_val": len(val_idx)},
+        "data": {"n_pairs": len(data), "n_train": len(train_idx), "n_val": len(val_idx),
+                 "one_image_per_prompt": one_per_prompt},
     }
     torch.manual_seed(cfg.seed)
-    try:
-        model = task.build(data, train_idx, out, cfg).to(dist.device)
-    except Exception:
-        if created and dist.is_main:  # a model that cannot be built leaves no folder behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    groups = tuple(data.shards.counts) if data.shards is not None else ()
+    model = task.build(data, train_idx, out, cfg).to(dist.device)
+    groups = data.groups
+    prompts = prompt_groups([data.prompts[i] for i in train_idx]) if one_per_prompt else None
     plan = BatchPlan(
-        len(train_idx), cfg.batch_size, cfg.seed, dist.world, dist.rank, cfg.grad_accum, groups, cfg.shard_parts
+        len(train_idx), cfg.batch_size, cfg.seed, dist.world, dist.rank, cfg.grad_accum, groups, cfg.shard_parts,
+        prompts,
     )
     total = plan.total_steps(cfg.epochs, cfg.max_steps)
+    if task.init_info:
+        config["head_init"] = task.init_info
+    lp = _planned_lp(out, cfg, total)
     opt = make_optimizer(task.param_groups(model, cfg), cfg.lr, cfg.weight_decay)
-    factor = functools.partial(lr_factor, total=total, warmup=cfg.warmup, schedule=cfg.schedule)
+    factor = functools.partial(lr_factor, total=total, warmup=cfg.warmup, schedule=cfg.schedule, lp=lp)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and dist.device.startswith("cuda"))
     ema = Ema(model, cfg.ema) if cfg.ema else None
-    run = _Run(task, data, cfg, out, dist, plan, total, model, opt, sched, scaler, ema, train_idx, val_idx, config)
+    run = _Run(task, data, cfg, out, dist, plan, total, model, opt, sched, scaler, ema, train_idx, val_idx, config, lp=lp)
     if len(val_idx):
         from promptblend.metric import score
 
@@ -136,14 +149,34 @@ def _build(task: TrainTask, data: PairData, out: Path, cfg: TrainConfig, dist: d
     return run
 
 
+def _planned_lp(out: Path, cfg: TrainConfig, total: int) -> int:
+    """Linear-probe steps: those a resumed run's checkpoint recorded, else :meth:`TrainConfig.lp_steps_for`."""
+    lp = cfg.lp_steps_for(total)
+    if (out / CHECKPOINT_FILE).is_file():
+        with contextlib.suppress(CheckpointError):  # a damaged checkpoint is dealt with by _resume
+            lp = int(read_checkpoint_state(out / CHECKPOINT_FILE).get("lp_steps", lp))
+    return lp
+
+
+def _set_phase(run: _Run) -> None:
+    """Linear probe (step < ``lp``): only the task's head parameters train; after it every trainable
+    parameter does. (Re)wraps the model for data parallelism, which tracks the parameters that train."""
+    if run.lp:
+        head = {id(p) for p in run.task.head_parameters(run.model)}
+        for p in (p for g in run.opt.param_groups for p in g["params"] if id(p) not in head):
+            p.requires_grad_(run.step >= run.lp)
+    run.ddp = distributed.wrap(run.dist, run.model)
+
+
 def _modules(run: _Run) -> dict[str, torch.nn.Module]:
     return {"model": run.model, **({"ema": run.ema.module} if run.ema else {})}
 
 
 def _resume(run: _Run) -> None:
-    """Restore the run's checkpoint when there is one (refusing one of a different training)."""
+    """Restore the run's checkpoint when there is one (refusing one of a different training; a damaged one
+    is removed with a warning and the training starts afresh)."""
     path = run.out / CHECKPOINT_FILE
-    if not path.is_file():
+    if load_entry(path, read_checkpoint_state, "checkpoint") is None:
         return
     old_path = run.out / CONFIG_FILE
     old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else {}
@@ -155,6 +188,7 @@ def _resume(run: _Run) -> None:
     if run.ema:
         run.ema.updates = state["ema_updates"]
     run.step = int(state["step"])
+    run.since = tuple(state.get("since", (0.0, 0)))
     run.rows = [r for r in read_metrics(run.out) if r["step"] <= run.step]
     run.losses = read_step_losses(run.out)[: run.step]
     log.info("resuming %s at step %d (epoch %.2f)", run.out, run.step, run.plan.epoch_of(run.step))
@@ -169,6 +203,7 @@ def _save(run: _Run) -> None:
             "step": run.step, "epoch": run.plan.epoch_of(run.step), "scheduler": run.sched.state_dict(),
             "scaler": run.scaler.state_dict(), "ema_updates": run.ema.updates if run.ema else 0,
             "data": {"n_train": run.plan.n, "batch_size": run.plan.batch_size, "seed": run.plan.seed},
+            "since": list(run.since), "lp_steps": run.lp, "head_init": run.cfg.head_init, "image_size": run.cfg.image_size,
         }
         save_checkpoint(run.out / CHECKPOINT_FILE, _modules(run), run.opt, state)
     distributed.barrier(run.dist)
@@ -206,12 +241,14 @@ def _step(run: _Run, micro: list) -> float:
     return value
 
 
-def _validate(run: _Run, since: list[float], images_per_s: float, seconds: float) -> dict:
-    """A metrics row (``images_per_s``: training images per second of step time, loading included).
+def _validate(run: _Run, images_per_s: float, seconds: float) -> dict:
+    """A metrics row (``images_per_s``: training images per second of step time, loading included); its
+    training loss averages every step since the previous row, those before a resumption included.
 
     Rank 0 scores the validation rows with the served weights (EMA when on); every rank gets the row."""
+    total, count = run.since
     row = {
-        "step": run.step, "epoch": run.plan.epoch_of(run.step), "train_loss": float(np.mean(since)) if since else None,
+        "step": run.step, "epoch": run.plan.epoch_of(run.step), "train_loss": total / count if count else None,
         "val_loss": None, "val_score": None, "baseline_score": run.baseline,
         "lr": max(g["lr"] for g in run.opt.param_groups), "images_per_s": round(images_per_s, 2),
         "seconds": round(seconds, 3),
@@ -229,9 +266,9 @@ def _validate(run: _Run, since: list[float], images_per_s: float, seconds: float
 def _loader(run: _Run):
     """This rank's micro-batches from the current step to the end, decoded in workers."""
     pin = run.dist.device.startswith("cuda")
-    if run.data.shards is not None:
-        stream = run.task.stream(run.data, run.plan, run.step, run.total, run.cfg)
-        return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=run.cfg.num_workers, pin_memory=pin))
+    if run.data.features is None:  # the tower trains: pixels of any source through the one batch dataset
+        stream = run.task.stream(run.data, run.train_idx, StepSampler(run.plan, run.step, run.total), run.cfg)
+        return loader(stream, run.cfg.num_workers, pin)
     ds = _keyed(run.task.dataset(run.data, run.train_idx, run.cfg, train=True))
     return iter(
         torch.utils.data.DataLoader(
@@ -244,13 +281,13 @@ def _loader(run: _Run):
 
 def _train(run: _Run) -> None:
     """Steps until the end or the time budget; validate and save on schedule."""
-    from tqdm.auto import tqdm
+    from promptblend.progress import progress_bar
 
     cfg = run.cfg
     val_every = cfg.val_every or run.plan.steps_per_epoch
     save_every = cfg.save_every or val_every
-    batches, since, t0, images, done, busy = _loader(run), [], time.perf_counter(), 0, 0, 0.0
-    bar = tqdm(total=run.total, initial=run.step, desc=f"{run.task.kind}", unit="step",
+    batches, t0, images, done, busy = _loader(run), time.perf_counter(), 0, 0, 0.0
+    bar = progress_bar(total=run.total, initial=run.step, desc=f"{run.task.kind}", unit="step",
                disable=not (cfg.progress and run.dist.is_main))
     run.model.train()
     saved = True
@@ -266,13 +303,17 @@ def _train(run: _Run) -> None:
         busy += time.perf_counter() - t_step
         run.step, done = run.step + 1, done + 1
         run.losses.append(value)
-        since.append(value)
+        run.since = (run.since[0] + value, run.since[1] + 1)
+        if run.step == run.lp:  # the linear probe is over: the whole model trains, the EMA restarts its warmup
+            _set_phase(run)
+            if run.ema:
+                run.ema.updates = 0
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}", score=fmt(run.rows[-1]["val_score"] if run.rows else None))
         saved = False
         if run.step % val_every == 0 or run.step == run.total:
-            run.rows.append(_validate(run, since, images / busy, time.perf_counter() - t0))
-            since = []
+            run.rows.append(_validate(run, images / busy, time.perf_counter() - t0))
+            run.since = (0.0, 0)
             _log_row(run, run.rows[-1])
         if run.step % save_every == 0 or run.step % val_every == 0 or run.step == run.total:
             _save(run)
@@ -296,22 +337,29 @@ def fmt(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
+def _resumable(out: Path) -> bool:
+    return (out / CHECKPOINT_FILE).is_file()
+
+
 def fit(task: TrainTask, data: PairData, out: str | Path, cfg: TrainConfig) -> Path:
     """Train ``task`` on ``data`` into ``out``, resuming from its checkpoint when there is one."""
-    cfg.check()
+    cfg.resolve().check()
     if cfg.finetune and not task.can_finetune:
         raise ConfigError(f"{task.kind} cannot fine-tune the CLIP tower (finetune=true)")
     out = Path(out)
     dist = distributed.setup(cfg.device)
+    # a failed training leaves its folder only when a checkpoint can resume it; the error says which
+    folder = atomic.output_folder(out, _resumable) if dist.is_main else contextlib.nullcontext()
     try:
-        run = _build(task, data, out, cfg, dist)
-        _resume(run)
-        if dist.is_main:
-            atomic.write_text(out / CONFIG_FILE, json.dumps(run.config, indent=2))
-        run.ddp = distributed.wrap(dist, run.model)
-        _train(run)
-        if dist.is_main:
-            plot_metrics(out)
+        with folder:
+            run = _build(task, data, out, cfg, dist)
+            _resume(run)
+            if dist.is_main:
+                atomic.write_text(out / CONFIG_FILE, json.dumps(run.config, indent=2))
+            _set_phase(run)
+            _train(run)
+            if dist.is_main:
+                plot_metrics(out)
     finally:
         distributed.teardown(dist)
     return out

@@ -42,8 +42,12 @@ def visual_param_groups(visual: nn.Module, weight_decay: float, llrd: float) -> 
     )
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the base lr at ``step``: linear warmup, then constant or cosine to zero."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, lp: int = 0) -> float:
+    """Multiplier of the base lr at ``step``: 1 during the ``lp`` linear-probe steps, then (counted from the
+    end of the probe) linear warmup, then constant or cosine to zero."""
+    if step < lp:
+        return 1.0
+    step, total = step - lp, total - lp
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":

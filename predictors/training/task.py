@@ -23,6 +23,20 @@ class TrainTask(abc.ABC):
 
     def __init__(self, arch: dict[str, Any]) -> None:
         self.arch = dict(arch)
+        #: What :meth:`build` initialised the head from (recorded in ``config.json``), when not random.
+        self.init_info: dict[str, Any] | None = None
+
+    def configure(self, cfg: TrainConfig) -> None:
+        """Adapt the architecture to the loop settings before :meth:`build`; refuse levers the task lacks
+        (default: no head initialisation, no linear probe, no other input size)."""
+        from promptblend.errors import ConfigError
+
+        if cfg.head_init != "random" or cfg.lp_steps or cfg.image_size:
+            raise ConfigError(f"{self.kind} supports none of head_init, lp_steps, image_size")
+
+    def head_parameters(self, model) -> list:
+        """The parameters a linear-probe phase trains (the task's head)."""
+        raise NotImplementedError(f"{self.kind} has no head to probe")
 
     @abc.abstractmethod
     def build(self, data: PairData, train_idx: np.ndarray, out: Path, cfg: TrainConfig):
@@ -32,11 +46,12 @@ class TrainTask(abc.ABC):
     def dataset(self, data: PairData, idx: np.ndarray, cfg: TrainConfig, train: bool):
         """A map-style dataset of the pairs ``idx``; ``train`` may add augmentation."""
 
-    def stream(self, data: PairData, plan, start: int, stop: int, cfg: TrainConfig):
-        """An iterable dataset of this rank's training micro-batches streamed from ``data.shards``."""
+    def stream(self, data: PairData, idx: np.ndarray, order, cfg: TrainConfig):
+        """The batch dataset of the pixels of pairs ``idx`` in ``order`` (this rank's micro-batches of keys,
+        see :class:`~.data.StepSampler`), for a task that trains the tower."""
         from promptblend.errors import ConfigError
 
-        raise ConfigError(f"{self.kind} cannot train from shards")
+        raise ConfigError(f"{self.kind} cannot train on pixels")
 
     def collate(self, items: list):
         """Batch dataset items; default: torch's."""

@@ -103,7 +103,7 @@ class OnnxTextEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Mean-pooled (not normalised) float32 rows, in input order."""
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
@@ -111,7 +111,7 @@ class OnnxTextEncoder:
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         order = np.argsort(-lengths, kind="stable")
-        for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="encode", unit="batch"):
+        for start in progress_bar(range(0, len(texts), batch_size), disable=not progress, desc="encode", unit="batch"):
             rows = order[start : start + batch_size]
             ids = np.zeros((len(rows), int(lengths[rows].max())), np.int64)
             for r, i in enumerate(rows):

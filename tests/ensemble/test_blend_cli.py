@@ -17,14 +17,16 @@ from ensemble.blend import (
     ImageSetMismatchError,
     MissingRunError,
     RunIdsMismatchError,
+    apply_blend,
     blend_to_submission,
     load_params,
 )
 from ensemble.blend.__main__ import main as blend_main
 from ensemble.synthetic import synthetic_runs, synthetic_truth
 from ensemble.tune.__main__ import main as tune_main
-from promptblend.images import open_image_set
-from promptblend.runs import Run, load_run, run_key, save_run
+from promptblend.imagesets import open_image_set
+from promptblend.runkey import run_key
+from promptblend.runs import Run, load_run, save_run
 from promptblend.submission import read_submission
 from promptblend.vectors import l2_normalise
 
@@ -171,8 +173,29 @@ def test_a_model_folder_moved_elsewhere_still_matches_by_content():
     home = run("/home/me/regressor", "d1", "val")
     params = BlendParams({home.name: 1.0}, sources={home.name: run_source(home)})
     notebook = run("/kaggle/input/regressor", "d1", "test")  # same weights, another path
-    used, ignored = select_runs(params, [notebook])
+    used, ignored, matched = select_runs(params, [notebook])
     assert list(used) == [home.name] and used[home.name] is notebook and ignored == []
+    assert matched == {home.name: "predictor + config"}
     retrained = run("/kaggle/input/regressor", "d2", "test")  # other weights: not the blend's predictor
     with pytest.raises(MissingRunError, match="clip-regressor"):
         select_runs(params, [retrained])
+
+
+def test_runs_sharing_a_predictor_and_config_match_by_name(tmp_path, capsys):
+    """Imported submissions are all ``external`` with one config: the blend tuned on them applies to them."""
+    y = synthetic_truth(120, seed=8)
+    for j, r in enumerate(synthetic_runs(y, K, seed=9)):
+        meta = {"name": f"submission-{j}", "predictor": "external", "config": {"format": "csv"}, "fingerprint": f"c{j}"}
+        save_run(tmp_path / "subs" / f"submission-{j}", Run(r.ids, r.embeddings, meta))
+    save_run(tmp_path / "truth", Run(synthetic_runs(y, 1)[0].ids, y, {"name": "truth"}))
+    assert tune_main(["--runs", str(tmp_path / "subs"), "--truth", str(tmp_path / "truth"), "--trials", "5",
+                      "--folds", "0", "--out", str(tmp_path / "tuned"), "--no-progress", "--no-report"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "blend.csv"
+    assert blend_main(["--blend", str(tmp_path / "tuned"), "--runs", str(tmp_path / "subs"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    weighted = [n for n, w in load_params(tmp_path / "tuned").weights.items() if w]
+    for name in weighted:
+        assert f"{name}: run {name} (matched by run name)" in printed
+    runs = [load_run(p) for p in sorted((tmp_path / "subs").iterdir())]
+    np.testing.assert_allclose(read_submission(out)[1], apply_blend(load_params(tmp_path / "tuned"), runs), atol=1e-6)

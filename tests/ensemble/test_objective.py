@@ -73,3 +73,32 @@ def test_float32_statistics_stay_close(problem):
     assert abs(fast(c) - exact(c)) < 1e-6
     with pytest.raises(ValueError):
         BlendObjective(raw, True, mean, precision="float16")
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+def test_rows_read_in_place_match_subset_data_and_gradient(problem, normalise):
+    stack, y, mu = problem
+    rows = np.random.default_rng(4).permutation(500)[:180]
+    raw = raw_stats(stack, y)
+    obj = BlendObjective(raw, normalise, mean_stats(stack, y, mu), rows=rows)
+    if not normalise:  # the run-run terms are the statistics' own array, not a copy
+        assert np.shares_memory(obj._shared[0], raw.packed)
+    c = np.array([0.9, 0.4, 0.3, 0.2, 0.5])
+    direct = direct_cosines(stack[:, rows], y[rows], c, normalise, mu)
+    assert np.abs(obj.cosines(c) - direct).max() < 1e-9
+    value, grad = obj.value_and_grad(c)
+    eps = 1e-6
+    fd = [(obj(c + eps * e) - obj(c - eps * e)) / (2 * eps) for e in np.eye(5)]
+    assert value == pytest.approx(direct.mean(), abs=1e-12)
+    np.testing.assert_allclose(grad, fd, atol=1e-7)
+
+
+def test_packed_statistics_round_trip(problem):
+    stack, y, _ = problem
+    raw = raw_stats(stack, y)
+    x = stack.astype(np.float64)
+    gram = np.einsum("knd,jnd->nkj", x, x)
+    np.testing.assert_allclose(raw.gram, gram, rtol=1e-12, atol=1e-12)
+    sub = raw.select([2, 0])
+    np.testing.assert_allclose(sub.gram, gram[:, [2, 0]][:, :, [2, 0]], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(type(raw).from_gram(raw.gram, raw.truth, raw.norms).packed, raw.packed)

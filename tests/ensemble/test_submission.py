@@ -10,7 +10,7 @@ import pytest
 
 from ensemble.score import score_submission
 from promptblend.errors import SubmissionError
-from promptblend.images import read_prompts_csv
+from promptblend.imagesets import read_prompts_csv
 from promptblend.metric import cosine_rows, score
 from promptblend.submission import (
     check_submission,

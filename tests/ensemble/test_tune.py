@@ -178,7 +178,8 @@ def test_cli_runs_and_rejects_bad_input(problem, tmp_path, capsys):
     code = main(["--runs", str(tmp_path / "runs"), "--truth", str(tmp_path / "truth"), "--trials", "4",
                  "--folds", "2", "--out", str(tmp_path / "out"), "--no-progress", "--normalise", "on"])
     assert code == 0
-    assert "out-of-fold" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "out-of-fold" in printed and "largest prompt group" in printed
     assert json.loads((tmp_path / "out" / "best.json").read_text())["normalise"] is True
     (tmp_path / "empty").mkdir()
     assert main(["--runs", str(tmp_path / "empty"), "--truth", str(tmp_path / "truth")]) == 2

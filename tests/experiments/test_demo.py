@@ -12,7 +12,13 @@ from experiments.demo import run_demo
 from experiments.demo.__main__ import main as demo_main
 from experiments.demo.clip_train import ClipTrainConfig
 from experiments.demo.data import DataConfig
-from experiments.demo.pipeline import BASELINE, BLEND, PREDICTORS, DemoSize
+from experiments.demo.pipeline import (
+    BASELINE,
+    BLEND,
+    PREDICTORS,
+    DemoSize,
+    print_summary,
+)
 from promptblend.submission import check_submission
 
 TINY = DemoSize(
@@ -95,3 +101,19 @@ def test_fine_tuned_regressor_is_compared_with_the_frozen_head(demo):
     other = {"frozen": "finetuned", "finetuned": "frozen"}[r["chosen"]]
     assert r[f"{r['chosen']}_val"] >= r[f"{other}_val"]  # chosen on validation, never on test
     assert first.scores["clip-regressor"] == pytest.approx(r[f"{r['chosen']}_test"], abs=1e-5)  # the table's row
+
+
+def test_fine_tuned_regressor_is_lp_ft_from_the_bank_and_the_table_says_so(demo):
+    """The fine-tuned regressor's head starts as the bank's text map and trains alone first (LP-FT, within the
+    same steps); the zero-shot clip-text-map is blended and scored; the printed table shows both."""
+    from rich.console import Console
+
+    _, first, *_ = demo
+    recipe = first.regressors["finetune_recipe"]
+    assert recipe["head_init"] == "text-map" and 0 < recipe["lp_steps"] < recipe["steps"], recipe
+    assert "clip-text-map" in first.weights and 0 < first.scores["clip-text-map"] < 1
+    console = Console(record=True, width=200)
+    print_summary(first, console)
+    text = console.export_text()
+    assert "clip-text-map" in text
+    assert f"fine-tuned tower (LP-FT: text-map head, {recipe['lp_steps']} of {recipe['steps']} steps head-only)" in text

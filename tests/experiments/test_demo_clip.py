@@ -51,7 +51,7 @@ def test_checkpoint_loads_with_load_clip(trained):
         trimmed = encode_text_trimmed(bundle.model, bundle.tokenizer(prompts))
     np.testing.assert_allclose(keys, torch.nn.functional.normalize(trimmed, dim=-1).numpy(), atol=1e-5)
     # the folder's PNGs through open_clip's own preprocessing match the cached pixel tensors
-    from promptblend.images import open_image_set
+    from promptblend.imagesets import open_image_set
 
     images = open_image_set(data.images("val"))
     via_png = torch.stack([bundle.preprocess(images.load(i)) for i in range(4)])

@@ -16,7 +16,7 @@ from experiments.demo.data import (
 )
 from experiments.demo.render import COLOURS, OBJECTS, SCENES, STYLES
 from promptblend.errors import ConfigError
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 
 SMALL = DataConfig(n_pairs=60, n_bank=40, image_size=32, seed=3)
 

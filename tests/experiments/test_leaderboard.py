@@ -38,7 +38,9 @@ def test_cli_end_to_end(workspace, capsys):
     assert "tuning honesty, blend: in-sample 0.66000 vs out-of-fold 0.63500" in text
     assert "blend vs model0: difference" in text
     table = pd.read_csv(out / "leaderboard.csv")
-    assert list(table["name"]) == ["blend", "model0", "model1", "outside", "model2"]
+    base = "mean (board)"  # every board has the baseline, labelled
+    assert [n for n in table["name"] if n != base] == ["blend", "model0", "model1", "outside", "model2"]
+    assert base in list(table["name"])
     assert (table["ci_low"] <= table["score"]).all() and (table["score"] <= table["ci_high"]).all()
     assert table.loc[0, "overfit"] == pytest.approx(0.025)
     assert table["p_first_private"].sum() == pytest.approx(1)
@@ -53,11 +55,11 @@ def test_cli_end_to_end(workspace, capsys):
     text = capsys.readouterr().out
     assert "fixed split, boards bootstrap-resampled 100 times" in text and "recorded session 2" in text
     rows = history(db)
-    assert len(rows) == 5 and all(r["times_seen"] == 2 for r in rows)
+    assert len(rows) == 6 and all(r["times_seen"] == 2 for r in rows)
     assert [r["name"] for r in rows if r["best"]] == ["blend"]
     page = (out / "leaderboard.html").read_text()
     assert "data:image/png" not in page and "Intervals and shake-up" not in page
-    assert "Every entry ever scored (5; best in bold)" in page
+    assert "Every entry ever scored (6; best in bold)" in page
 
 
 def test_api_with_in_memory_entries(tmp_path):

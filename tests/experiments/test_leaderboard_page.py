@@ -34,8 +34,9 @@ def test_leaderboard_page_loads_sorts_and_fits(board, tmp_path_factory, capsys):
         v = visit(context, page)
         v.assert_clean()
         assert column(v, "leaderboard", "name") == list(table["name"])  # every entry, best first
-        assert v.page.evaluate("Array.from(document.images, i => i.complete && i.naturalWidth)") == [
-            pytest.approx(w, rel=0.02) for w in _png_widths(out)
+        shown_widths = v.page.evaluate("Array.from(document.images, i => i.complete && i.naturalWidth)")
+        assert sorted(shown_widths) == [  # wide plots come first: the order follows the widths
+            pytest.approx(w, rel=0.02) for w in sorted(_png_widths(out))
         ]
         assert sort_by(v, "leaderboard", "private_mean") == "descending"
         by_private = table.sort_values("private_mean", ascending=False)
@@ -58,6 +59,8 @@ def test_leaderboard_page_loads_sorts_and_fits(board, tmp_path_factory, capsys):
         assert phone.overflow() == 0  # wide tables scroll inside their own box, not the page
         right = "Math.max(...Array.from(document.querySelectorAll('figure'), f => f.getBoundingClientRect().right))"
         assert phone.page.evaluate(right) <= PHONE[0]  # plots fit, or scroll inside their own box
+        pins = phone.pinned_view("leaderboard")  # the pinned rank and entry leave room for the other columns
+        assert pins["pinned"] <= 0.5 * pins["box"] and pins["start"] >= 1 and pins["end"] >= 1, pins
         small = phone.screenshot(screens, "leaderboard-390.png")
     for path, width in ((desktop, 1280), (small, 390)):
         from PIL import Image

@@ -145,3 +145,32 @@ def test_bad_arguments(kwargs, match):
         simulate(np.zeros((2, 10)), ["a", "b"], **kwargs)
     with pytest.raises(ConfigError, match="2 images"):
         n_public_of(1, 0.2)
+
+
+def test_a_tie_shares_the_rank_and_splits_first_place():
+    assert (ranks(np.array([[0.2, 0.3, 0.3, 0.1, 0.2]])) == [[3, 1, 1, 5, 3]]).all()
+    x = graded_scores(200, 3, 0.01, seed=2)
+    x = np.vstack([x[2], x[0], x[2], x[1]])  # entries 0 and 2 are the same predictions, listed apart
+    sim = simulate(x, ["twin-a", "best", "twin-b", "mid"], splits=300, seed=3)
+    for board in ("public", "private"):
+        r = sim.ranks(board)
+        assert (r[:, 0] == r[:, 2]).all()
+        p1 = sim.p_first(board)
+        assert p1[0] == pytest.approx(p1[2]) and p1.sum() == pytest.approx(1)
+        dist = sim.rank_distribution(board)
+        np.testing.assert_allclose(dist.sum(axis=0), 1)
+        np.testing.assert_allclose(dist.sum(axis=1), 1)
+        np.testing.assert_allclose(dist[:, 0], p1)
+    far = simulate(np.vstack([x[1], x[1] - 0.3, x[1]]), ["a", "c", "b"], splits=50, seed=1)  # twins always lead
+    assert list(far.p_first("private")) == [0.5, 0.0, 0.5] and far.p_leader_holds() == 0.5
+
+
+def test_the_table_gives_tied_entries_one_rank():
+    from experiments.entries import KINDS, Entry
+    from experiments.report import table_rows
+
+    x = graded_scores(100, 2, 0.05, seed=4)
+    sim = simulate(np.vstack([x[1], x[0], x[1]]), ["twin-a", "best", "twin-b"], splits=20, seed=0)
+    rows = table_rows(sim, [Entry(n, KINDS[0], loader=lambda: None) for n in sim.names])
+    assert [(r["rank"], r["name"]) for r in rows] == [(1, "best"), (2, "twin-a"), (2, "twin-b")]
+    assert rows[1]["p_first_private"] == rows[2]["p_first_private"]

@@ -1,9 +1,18 @@
 """The table of bad inputs every CLI is fed: each must exit 2 with one ``error:`` line and write nothing.
 
-``make_inputs(root)`` draws the good and bad inputs once; ``CASES`` names each bad input, the command
-and its arguments (``{name}`` fields are paths under the inputs folder, ``{out}`` a fresh output path).
-``run_case`` runs one and says what happened. Shared by tests/faults/test_bad_inputs.py and
-``benchmarks/fault_table.py``.
+``make_inputs(root)`` draws the good and bad inputs once (``unlock_inputs(root)`` before removing them);
+``CASES`` names each bad input, the command and its arguments (``{name}`` fields are paths under the inputs
+folder, ``{out}`` a fresh output path, ``{cache}`` the case's own cache). Three expectations:
+
+- ``refused`` (most rows): exit 2, one ``error:`` line, no traceback, nothing written (no file, and no
+  folder left behind: what a failed command leaves is resumable or removed);
+- ``rebuilt``: a damaged cache entry (``damage``: glob + how, applied after a first good run) is removed
+  with a warning and rebuilt: the second run exits 0 and says ``fails its checks``;
+- ``through``: ``--out`` is a symlink: the command writes through it (exit 0), the link stays a link.
+
+Every command that writes is in ``WRITERS`` (its arguments with ``{target}`` for ``--out``): adding a
+command there gives it the unwritable, special-file and symlinked output rows. ``run_case`` runs one case
+and says what happened. Shared by tests/faults/test_bad_inputs.py and ``benchmarks/fault_table.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +20,11 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import shutil
+import socket
+import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +65,34 @@ def make_inputs(root: Path) -> Path:
     write_submission(root / "good_sub.csv", ids, emb)
     (root / "truth.csv").write_text("imgId,prompt\n" + "".join(f"{i},a prompt number {k}\n" for k, i in enumerate(ids)))
     _bad_files(root)
+    _special_outputs(root / "bad")
+    tuned = cli(python_m(T, "--runs", root / "runs", "--truth", root / "truth_run", "--out", root / "tuned", *TUNE[2:]))
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
     return root
+
+
+def _special_outputs(bad: Path) -> None:
+    """What ``--out`` must never replace: a FIFO, a character device, a socket, a symlink to a FIFO; an
+    unwritable folder (``locked``); a regular file and a folder that symlinks point to (written through)."""
+    os.mkfifo(bad / "fifo")
+    if os.geteuid() == 0:  # a private twin of /dev/null: a bug replaces only it
+        os.mknod(bad / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:  # a normal user cannot replace /dev/null itself
+        os.symlink("/dev/null", bad / "null")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(bad / "socket"))
+    os.symlink(bad / "fifo", bad / "link_to_fifo")
+    (bad / "locked").mkdir()
+    lock = ["chattr", "+i"] if os.geteuid() == 0 else ["chmod", "555"]
+    subprocess.run([*lock, str(bad / "locked")], check=True)
+
+
+def unlock_inputs(root: Path) -> None:
+    """Make the unwritable folder of :func:`make_inputs` removable again."""
+    locked = root / "bad" / "locked"
+    if locked.exists():
+        unlock = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "755"]
+        subprocess.run([*unlock, str(locked)], check=True)
 
 
 def _synthetic_runs(root: Path, Run, save_run) -> None:
@@ -134,12 +174,15 @@ def _pickled_npy() -> bytes:
 
 @dataclass(frozen=True)
 class Case:
-    """One bad input: what it is, the module, its arguments, and an owner's open item when not yet refused."""
+    """One bad input: what it is, the module, its arguments, what must happen (``refused``, ``rebuilt`` after
+    ``damage``, written ``through`` a symlink), and an owner's open item when not yet handled."""
 
     kind: str
     module: str
     args: tuple[str, ...]
     todo: str = ""  # non-empty: known gap owned elsewhere (the test expects it to fail until fixed)
+    expect: str = "refused"
+    damage: tuple[tuple[str, str], ...] = ()  # (glob under the case's {out} or {cache}, truncate|junk|remove)
 
 
 P, B, Q, S, C, T, L, E = ("predictors.run", "index.build", "index.query", "ensemble.score", "ensemble.submission",
@@ -223,9 +266,105 @@ CASES: tuple[Case, ...] = (
 )
 
 
+G, V, W, X = "experiments.generate", "experiments.sets", "ensemble.submission", "predictors.external"
+#: Every command that writes, with ``{target}`` where its output goes (otherwise a good run).
+WRITERS: dict[str, tuple[str, ...]] = {
+    P: ("captioner-tiny", "--images", "{bad}/images_small", "--out", "{target}", "--quiet", "--workers", "0"),
+    B: ("--prompts", "{root}/prompts.txt", "--out", "{target}"),
+    T: ("--runs", "{root}/runs", "--truth", "{root}/truth_run", "--out", "{target}", *TUNE[2:]),
+    L: ("--blend", "{root}/tuned", "--runs", "{root}/runs", "--out", "{target}"),
+    E: ("--runs", "{root}/runs", "--truth", "{root}/truth_run", "--out", "{target}", "--no-record", "--splits", "20"),
+    R: ("--images", "{root}/train_images", "--out", "{target}", *TRAIN),
+    K: ("--images", "{root}/train_images", "--out", "{target}", *TRAIN),
+    G: ("--prompts", "{root}/prompts.txt", "--out", "{target}", "--n", "2", "--model", "tiny", "--steps", "2", "--quiet"),
+    V: ("convert", "{root}/train_images", "--out", "{target}"),
+    W: ("write", "--run", "{root}/truth_run", "--out", "{target}"),
+    X: ("{root}/good_sub.csv", "--out", "{target}"),
+}
+#: Where ``--out`` points in the refused rows: every writer gets the unwritable folder; the special files
+#: rotate over the writers (each kind is met by several commands).
+SPECIAL = (("a FIFO", "{bad}/fifo"), ("a character device", "{bad}/null"), ("a socket", "{bad}/socket"),
+           ("a symlink to a FIFO", "{bad}/link_to_fifo"))
+
+
+def _writer_cases() -> tuple[Case, ...]:
+    rows = []
+    for k, (module, args) in enumerate(WRITERS.items()):
+        short = ".".join(module.split(".")[1:])
+        rows.append(Case(f"--out in a read-only folder ({short})", module, _at(args, "{bad}/locked/out")))
+        what, path = SPECIAL[k % len(SPECIAL)]
+        rows.append(Case(f"{what} as --out ({short})", module, _at(args, path)))
+    for module in (L, W, T):  # a file and a folder output reached through a symlink
+        rows.append(Case(f"symlinked --out written through ({'.'.join(module.split('.')[1:])})", module,
+                         _at(WRITERS[module], "{out}.link"), expect="through"))
+    return tuple(rows)
+
+
+def _at(args: tuple[str, ...], target: str) -> tuple[str, ...]:
+    return tuple(a.replace("{target}", target) for a in args)
+
+
+TRUTH_CACHE = ("--truth", "{root}/truth.csv", "--submission", "{root}/good_sub.csv")
+LABELS = ("clip-interrogator-tiny", "--images", "{bad}/images_small", *RUN, "--config", "label_limit=40",
+          "label_cache={cache}/labels")
+#: A cache entry of each kind damaged after a good run: the rerun rebuilds it with a warning.
+DAMAGED = (
+    Case("truncated cached run embeddings.npy", P, _at(WRITERS[P], "{out}"), expect="rebuilt",
+         damage=(("{out}/captioner-tiny-*/embeddings.npy", "truncate"),)),
+    Case("junk cached run meta.json", P, _at(WRITERS[P], "{out}"), expect="rebuilt",
+         damage=(("{out}/captioner-tiny-*/meta.json", "junk"),)),
+    Case("cached run ids.txt cut short", P, _at(WRITERS[P], "{out}"), expect="rebuilt",
+         damage=(("{out}/captioner-tiny-*/ids.txt", "truncate"),)),
+    Case("truncated truth cache", S, TRUTH_CACHE, expect="rebuilt", damage=(("{cache}/truth/*/embeddings.npy", "truncate"),)),
+    Case("truncated label-embedding cache", P, LABELS, expect="rebuilt",
+         damage=(("{cache}/labels/**/*.npy", "truncate"), ("{out}/*", "remove"))),
+    Case("truncated training checkpoint", R, _at(WRITERS[R], "{out}"), expect="rebuilt",
+         damage=(("{out}/checkpoint.safetensors", "truncate"),)),
+)
+#: More of our own: unwritable and half-made outputs, odd arguments.
+OWN = (
+    Case("--out under a regular file (blend)", L, _at(WRITERS[L], "{bad}/a_file/sub.csv")),
+    Case("--out is a folder (blend)", L, _at(WRITERS[L], "{bad}/empty_dir")),
+    Case("--out is a folder (submission write)", W, _at(WRITERS[W], "{bad}/empty_dir")),
+    Case("--out under /proc", B, _at(WRITERS[B], "/proc/promptblend-out")),
+    Case("--out under /sys", E, _at(WRITERS[E], "/sys/promptblend-out")),
+    Case("--out is a regular file (leaderboard)", E, _at(WRITERS[E], "{bad}/a_file")),
+    Case("--out is a regular file (convert)", V, _at(WRITERS[V], "{bad}/a_file")),
+    Case("--out is a regular file (generate)", G, _at(WRITERS[G], "{bad}/a_file")),
+    Case("--out is a regular file (external)", X, _at(WRITERS[X], "{bad}/a_file")),
+    Case("--out is a regular file (submission write)", W, _at(WRITERS[W], "{bad}/a_file/x.csv")),
+    Case("unreadable --images in a FIFO", P, ("captioner-tiny", "--images", "{bad}/fifo", *RUN)),
+    Case("FIFO as --truth", S, ("--truth", "{bad}/fifo", "--submission", "{root}/good_sub.csv")),
+    Case("device as --submission", S, ("--truth", "{root}/truth.csv", "--submission", "{bad}/null")),
+    Case("FIFO as prompt file", B, ("--prompts", "{bad}/fifo", "--out", "{out}")),
+    Case("truth folder that is not a run", T, ("--runs", "{root}/runs", "--truth", "{bad}/empty_dir", *TUNE)),
+    Case("empty folder as --blend", L, ("--blend", "{bad}/empty_dir", "--runs", "{root}/runs", "--out", "{out}.csv")),
+    Case("--blend is a file", L, ("--blend", "{bad}/a_file", "--runs", "{root}/runs", "--out", "{out}.csv")),
+    Case("run folder without runs (blend)", L, ("--blend", "{root}/tuned", "--runs", "{bad}/empty_dir", "--out", "{out}.csv")),
+    Case("zero --n (generate)", G, ("--prompts", "{root}/prompts.txt", "--out", "{out}", "--n", "0", "--model", "tiny")),
+    Case("missing source (convert)", V, ("convert", "{bad}/nowhere", "--out", "{out}")),
+    Case("truncated PNG (convert)", V, ("convert", "{bad}/images_truncated", "--out", "{out}")),
+    Case("missing run (submission write)", W, ("write", "--run", "{bad}/nowhere", "--out", "{out}.csv")),
+    Case("pickled source (external)", X, ("{bad}/pickle.pt", "--out", "{out}")),
+    Case("zero --splits", E, ("--runs", "{root}/runs", "--truth", "{root}/truth_run", "--out", "{out}", "--no-record",
+                              "--splits", "0")),
+    Case("negative --batch-size", P, ("captioner-tiny", "--images", "{bad}/images_small", *RUN, "--batch-size", "-4")),
+    Case("unknown --backend", P, ("captioner-tiny", "--images", "{bad}/images_small", *RUN, "--backend", "spark")),
+    Case("negative --shard-size", B, ("--prompts", "{root}/prompts.txt", "--out", "{out}", "--shard-size", "-1")),
+    Case("empty training folder (regressor)", R, ("--images", "{bad}/empty_dir", "--out", "{out}", *TRAIN)),
+    Case("--record in a read-only folder", E, ("--runs", "{root}/runs", "--truth", "{root}/truth_run", "--out", "{out}",
+                                               "--splits", "20", "--record", "{bad}/locked/rec.sqlite")),
+    Case("--storage in a read-only folder", T, ("--runs", "{root}/runs", "--truth", "{root}/truth_run", *TUNE,
+                                                "--storage", "sqlite:///{bad}/locked/study.db")),
+    Case("training diverges before a checkpoint", R, ("--images", "{root}/train_images", "--out", "{out}", *TRAIN,
+                                                      "--set", "lr=1e20")),
+)
+CASES = CASES + _writer_cases() + DAMAGED + OWN
+
+
 @dataclass
 class Outcome:
-    """What one bad input did."""
+    """What one case did (for ``rebuilt``, the second run; ``first_code`` is the first run's exit code)."""
 
     case: Case
     command: str
@@ -233,31 +372,102 @@ class Outcome:
     error_lines: list[str]
     traceback: bool
     written: list[str]
+    warned: bool = False
+    first_code: int | None = None
+    through: bool = False
+    last: str = ""  # the warning of a rebuilt case, else the last line printed
 
     @property
     def ok(self) -> bool:
-        """Exit 2, exactly one ``error:`` line, no traceback, nothing written."""
-        return self.code == 2 and len(self.error_lines) == 1 and not self.traceback and not self.written
+        """refused: exit 2, exactly one ``error:`` line, no traceback, nothing written; rebuilt: both runs exit 0
+        and the second warns that the entry fails its checks; through: exit 0 and the link still points to
+        what now holds the output."""
+        if self.traceback:
+            return False
+        if self.case.expect == "rebuilt":
+            return self.first_code == 0 and self.code == 0 and self.warned
+        if self.case.expect == "through":
+            return self.code == 0 and self.through
+        return self.code == 2 and len(self.error_lines) == 1 and not self.written
+
+    @property
+    def line(self) -> str:
+        """The line the table shows: the error line, else the warning, else the last line printed."""
+        if self.error_lines:
+            return self.error_lines[0] if len(self.error_lines) == 1 else f"{len(self.error_lines)} error lines"
+        return self.last
 
 
-def _tree(folder: Path) -> dict[str, tuple[int, int]]:
-    return {p.relative_to(folder).as_posix(): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
+ARGPARSE_ERROR = re.compile(r"^python -m [\w.]+( \w+)?: error: ")  # argparse's own one line (after its usage)
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for p in folder.rglob("*"):
+        st = p.lstat()
+        out[p.relative_to(folder).as_posix()] = (st.st_size, st.st_mtime_ns, st.st_mode)
+    return out
+
+
+def _damage(pattern: str, how: str) -> int:
+    """Damage every path matching ``pattern`` (absolute glob); return how many."""
+    root = Path(pattern.split("*", 1)[0]).parent
+    hits = sorted(root.glob(pattern[len(str(root)) + 1 :]))
+    for path in hits:
+        if how == "remove":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        elif how == "junk":
+            path.write_text("{not json")
+        else:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+    return len(hits)
+
+
+def _through_target(case: Case, link: Path) -> Path:
+    """``link`` -> a target that already exists: a folder for folder outputs, a file with old text for files."""
+    target = link.with_name(link.name + ".target")
+    if case.module == T:
+        target.mkdir()
+    else:
+        target.write_text("old\n")
+    link.symlink_to(target)
+    return target
 
 
 def run_case(case: Case, root: Path, scratch: Path) -> Outcome:
-    """Run one bad input with a fresh ``{out}`` under ``scratch``; report exit code, lines and writes."""
-    out = scratch / case.kind.replace(" ", "_").replace("/", "_")
-    fields = {"root": root, "bad": root / "bad", "images": root / "images", "out": out}
+    """Run one case with a fresh ``{out}`` and ``{cache}`` under ``scratch``; report exit code, lines and writes."""
+    slug = case.kind.replace(" ", "_").replace("/", "_")
+    out = scratch / slug
+    cache = scratch / f"{slug}.cache"
+    fields = {"root": root, "bad": root / "bad", "images": root / "images", "out": out, "cache": cache}
     args = [a.format(**fields) for a in case.args]
+    env = {"PROMPTBLEND_CACHE": str(cache)}
+    target = _through_target(case, Path(f"{out}.link")) if case.expect == "through" else None
+    first_code = None
+    if case.expect == "rebuilt":
+        first_code = cli(python_m(case.module, *args), timeout=300, env=env).returncode
+        damaged = sum(_damage(glob.format(**fields), how) for glob, how in case.damage)
+        first_code = first_code if damaged else -1  # nothing to damage: the case proves nothing
     before = _tree(root)
-    res = cli(python_m(case.module, *args), timeout=300)
+    res = cli(python_m(case.module, *args), timeout=300, env=env)
     after = _tree(root)
     written = [k for k in after if after[k] != before.get(k)] + [k for k in before if k not in after]
-    if out.exists():  # empty folders are not output; any file is
-        written += [f"{{out}}/{p.relative_to(out)}" for p in out.rglob("*") if p.is_file()]
-    if Path(f"{out}.csv").exists():
-        written.append("{out}.csv")
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    if case.expect == "refused":
+        if out.exists():  # a folder left behind is output too: a failed command leaves resumable work or nothing
+            written += [f"{{out}}/{p.relative_to(out)}" for p in out.rglob("*") if p.is_file()] or ["{out} (empty folder)"]
+        if Path(f"{out}.csv").exists():
+            written.append("{out}.csv")
+    through = False
+    if target is not None:
+        link = Path(f"{out}.link")
+        through = link.is_symlink() and (any(target.iterdir()) if target.is_dir() else target.read_text() != "old\n")
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:") or ARGPARSE_ERROR.match(ln)]
     shown = " ".join(case.args).replace("{root}/", "").replace("{bad}/", "bad/")
+    said = [ln for ln in (res.stderr + res.stdout).splitlines() if ln.strip()]
+    logged = [ln for log in [*(out.rglob("*.log") if out.is_dir() else []), *cache.rglob("*.log")]
+              for ln in log.read_text(errors="replace").splitlines()]  # --quiet sends warnings to the log file
+    warned = [ln for ln in said + logged if "fails its checks" in ln]
+    last = (warned[0] if warned else said[-1] if said else "")[:300]
     return Outcome(case, f"python -m {case.module} {shown}", res.returncode, lines,
-                   "Traceback (most recent call last)" in res.stderr, written)
+                   "Traceback (most recent call last)" in res.stderr, written, bool(warned), first_code, through, last)

@@ -14,7 +14,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "predictors"))  # shapes.py
 
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory) -> Path:
-    """Drawn image sets, a prompt file and synthetic runs + truth (see :func:`bad_inputs.make_inputs`)."""
-    from bad_inputs import make_inputs
+    """Drawn image sets, a prompt file, synthetic runs + truth, a tuned blend, special and unwritable outputs
+    (see :func:`bad_inputs.make_inputs`)."""
+    from bad_inputs import make_inputs, unlock_inputs
 
-    return make_inputs(tmp_path_factory.mktemp("fault-inputs"))
+    root = tmp_path_factory.mktemp("fault-inputs")
+    try:
+        yield make_inputs(root)
+    finally:
+        unlock_inputs(root)

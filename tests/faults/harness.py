@@ -43,9 +43,11 @@ def python_m(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
-def cli(cmd: list[str], timeout: float = 600, preexec_fn: Callable | None = None) -> subprocess.CompletedProcess:
-    """Run a command to completion in the repo with the offline, one-thread environment."""
-    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+def cli(cmd: list[str], timeout: float = 600, preexec_fn: Callable | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command to completion in the repo with the offline, one-thread environment (plus ``env``)."""
+    return subprocess.run(cmd, cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=preexec_fn)
 
 
 def start(cmd: list[str], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) -> subprocess.Popen:

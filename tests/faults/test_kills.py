@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import cli, kill_campaign, python_m, record, snapshot, wall
+from harness import kill_campaign, python_m, record, snapshot, wall
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,6 @@ def test_index_build(inputs, tmp_path):
 
 
 def test_ensemble_tune_without_warm_start(inputs, tmp_path):
-    if "--no-warm-start" not in cli(python_m("ensemble.tune", "--help")).stdout:
-        pytest.skip("ensemble.tune has no --no-warm-start switch yet")
     cmd = lambda out: python_m("ensemble.tune", "--runs", inputs / "runs", "--truth", inputs / "truth_run", "--out", out,
                                "--trials", "60", "--folds", "0", "--no-warm-start", "--no-report", "--no-progress")
     _campaign("ensemble.tune", cmd, lambda w: w if (w / "best.json").exists() else None, tmp_path, seed=3,

@@ -21,7 +21,7 @@ def test_blip_folder_equals_the_builtin_tiny(saved_models, drawn_images, tmp_pat
 
 
 def test_git_folder_with_a_query(saved_models, drawn_images):
-    from promptblend.images import open_image_set
+    from promptblend.imagesets import open_image_set
 
     model = load_caption_model(str(saved_models / "git"), "cpu")
     assert type(model.model).__name__ == "GitForCausalLM"

@@ -12,7 +12,7 @@ from predictors.clip_regressor import train_regressor
 from predictors.registry import create_predictor
 from predictors.training import read_metrics, split_indices
 from promptblend.errors import ConfigError
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 from promptblend.metric import score
 from promptblend.text import encode
 

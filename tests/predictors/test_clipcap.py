@@ -13,7 +13,7 @@ from predictors.clipcap.train.__main__ import main as clipcap_main
 from predictors.registry import create_predictor
 from predictors.training import read_metrics
 from promptblend.errors import ConfigError, ModelNotFoundError
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 
 FAST = {"num_workers": 0, "progress": False}
 

@@ -20,7 +20,7 @@ import predictors.run
 from predictors.base import Predictor
 from predictors.registry import create_predictor, get_predictor_config, list_predictors
 from predictors.run import run_predictor
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 from promptblend.runs import is_run
 from promptblend.submission import write_submission
 from promptblend.vectors import l2_normalise
@@ -46,10 +46,18 @@ def _knn_index(images: Path, tmp: Path) -> tuple[dict, None]:
     return {"index": str(tmp / "bank")}, None
 
 
+def _text_map_bank(images: Path, tmp: Path) -> tuple[dict, None]:
+    """The same bank for ``clip-text-map-tiny``, with the image set itself as the stated modality-gap set
+    (so a one-image prediction is shifted by the same mean as the run)."""
+    config, _ = _knn_index(images, tmp)
+    return {"bank": config["index"], "gap_images": str(images)}, None
+
+
 #: requirement name -> builder(image folder, temp folder) -> (config, expected rows by id or None)
 RESOURCES: dict[str, Callable[[Path, Path], tuple[dict, dict[str, np.ndarray] | None]]] = {
     "source": _external_source,
     "index": _knn_index,
+    "bank": _text_map_bank,
 }
 
 

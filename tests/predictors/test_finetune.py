@@ -4,6 +4,7 @@ kill-and-resume mid-epoch and torchrun (gloo) data parallelism matching one proc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -38,7 +39,7 @@ from predictors.training import (
 from predictors.training.optim import lr_factor, make_optimizer
 from promptblend.clip import TINY_CLIP
 from promptblend.errors import ConfigError, TruthError
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 from promptblend.metric import score
 from promptblend.text import encode
 
@@ -116,8 +117,8 @@ def test_ema_weights_are_the_ones_served(shapes, tuned):
     emb = predictor.predict([image_set.load(i) for i in val_idx])
     truth = encode([image_set.prompt_list()[i] for i in val_idx])
     assert score(emb, truth) == pytest.approx(read_metrics(tuned)[-1]["val_score"], abs=1e-5)
-    # flip TTA: the mean of an image's and its mirror's predictions, renormalised
-    flip = create_predictor("clip-regressor-tiny", checkpoint=str(tuned), flip_tta=True)
+    # TTA with a flipped view: the mean of an image's and its mirror's predictions, renormalised
+    flip = create_predictor("clip-regressor-tiny", checkpoint=str(tuned), tta=[{}, {"flip": True}])
     images = [image_set.load(i) for i in val_idx[:3]]
     mirrored = predictor.predict([im.transpose(0) for im in images])  # PIL FLIP_LEFT_RIGHT
     both = emb[:3] + mirrored
@@ -130,12 +131,12 @@ def _bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def test_bad_inputs_raise_named_errors_and_keep_the_last_good_checkpoint(shapes, tuned, tmp_path):
+def test_bad_inputs_raise_named_errors_and_keep_the_last_good_checkpoint(shapes, tuned, tmp_path, caplog):
     good = _bytes(tuned / "checkpoint.safetensors")
     # a set with no prompts
     bare = tmp_path / "bare"
     shutil.copytree(shapes, bare, ignore=shutil.ignore_patterns("*.csv"))
-    with pytest.raises(TruthError, match="no prompts"):
+    with pytest.raises(TruthError, match="no truth prompts"):
         train_regressor(bare, None, tuned, "finetune-tiny", max_steps=8, ema=0.9, val_every=3, save_every=2, **FT)
     assert _bytes(tuned / "checkpoint.safetensors") == good
     # a checkpoint (and served weights) of another architecture
@@ -149,14 +150,17 @@ def test_bad_inputs_raise_named_errors_and_keep_the_last_good_checkpoint(shapes,
     assert _bytes(foreign / "checkpoint.safetensors") == _bytes(other / "checkpoint.safetensors")
     with pytest.raises(CheckpointError, match="another architecture"):
         create_predictor("clip-regressor-tiny", checkpoint=str(foreign)).predict([open_image_set(shapes).load(0)])
-    # a truncated checkpoint
+    # a truncated checkpoint fails its checks: removed with a warning, and training starts again from step 0
     cut = tmp_path / "cut"
     shutil.copytree(tuned, cut)
     (cut / "checkpoint.safetensors").write_bytes(good[: len(good) // 2])
-    with pytest.raises(CheckpointError, match="truncated"):
+    with caplog.at_level(logging.WARNING, logger="promptblend.cache"):
         train_regressor(shapes, None, cut, "finetune-tiny", max_steps=8, ema=0.9, val_every=3, save_every=2, **FT)
-    assert _bytes(cut / "checkpoint.safetensors") == good[: len(good) // 2]
-    assert _bytes(cut / "model.safetensors") == _bytes(tuned / "model.safetensors")
+    assert "fails its checks" in caplog.text and "rebuilding" in caplog.text
+    from safetensors import safe_open
+
+    with safe_open(str(cut / "checkpoint.safetensors"), "pt") as f:
+        assert f.keys()  # a whole checkpoint again
 
 
 def test_nan_loss_is_named_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
@@ -235,7 +239,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(shapes, tmp_path):
 
 def _shards(images: Path, out: Path, per_shard: int) -> Path:
     """The folder ``images`` as WebDataset shards of ``per_shard`` samples (key = id, .txt = prompt)."""
-    from promptblend.shards import shard_name, write_shard
+    from promptblend.imagesets.shards import shard_name, write_shard
 
     image_set = open_image_set(images)
     out.mkdir()
@@ -253,7 +257,7 @@ def test_fine_tuning_streams_shards_and_resumes_at_the_same_step(shapes, tmp_pat
     val = make_shapes(tmp_path / "val", 8, seed=11)
     settings = {**FT, "val_frac": 0.0, "val_images": val, "max_steps": 8, "val_every": 4}
     ref = train_regressor(train, None, tmp_path / "ref", "finetune-tiny", **settings)
-    assert json.loads((ref / "config.json").read_text())["data"] == {"n_pairs": 56, "n_train": 48, "n_val": 8}
+    assert json.loads((ref / "config.json").read_text())["data"] == {"n_pairs": 56, "n_train": 48, "n_val": 8, "one_image_per_prompt": False}
     losses = read_step_losses(ref)
     assert len(losses) == 8 and np.isfinite(losses).all() and losses[-1] < losses[0]
     # two decoding workers hand the batches back in the same order
@@ -264,8 +268,12 @@ def test_fine_tuning_streams_shards_and_resumes_at_the_same_step(shapes, tmp_pat
     assert read_checkpoint_state(cut / "checkpoint.safetensors")["step"] == 1
     train_regressor(train, None, cut, "finetune-tiny", **settings)
     np.testing.assert_allclose(read_step_losses(cut), losses, rtol=1e-5)
-    with pytest.raises(ConfigError, match="folder --val"):  # fine-tuning from shards validates on a folder
+    with pytest.raises(ConfigError, match="give a --val set"):  # streamed shards hold training rows only
         train_regressor(train, None, tmp_path / "noval", "finetune-tiny", **{**settings, "val_images": None})
+    # a shard set serves as --val too (decoded in the same batch dataset): the same validation rows
+    val_shards = _shards(val, tmp_path / "val-shards", 3)
+    shard_val = train_regressor(train, None, tmp_path / "shard-val", "finetune-tiny", **{**settings, "val_images": val_shards})
+    assert [r["val_score"] for r in read_metrics(shard_val)] == pytest.approx([r["val_score"] for r in read_metrics(ref)], rel=1e-5)
 
 
 def test_the_frozen_head_trains_from_shards_as_from_the_folder(shapes, tmp_path):

@@ -80,7 +80,7 @@ def test_label_embeddings_cached_on_disk(interrogator, label_cache):
 
 
 def test_modes(interrogator, drawn_images):
-    from promptblend.images import open_image_set
+    from promptblend.imagesets import open_image_set
 
     s = open_image_set(drawn_images)
     clip_pixels, blip_pixels = interrogator.collate([interrogator.preprocess(s.load(i)) for i in range(3)])
@@ -105,7 +105,7 @@ def test_modes(interrogator, drawn_images):
 
 
 def test_captioner_query(drawn_images):
-    from promptblend.images import open_image_set
+    from promptblend.imagesets import open_image_set
 
     assert strip_query("A picture of a cat", "a picture of") == "a cat"
     assert strip_query("a cat", "What does the image describe?") == "a cat"

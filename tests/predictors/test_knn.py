@@ -10,7 +10,7 @@ from index.build import BuildConfig, build_bank
 from predictors.knn import KnnPredictor, weighted_neighbours
 from predictors.registry import create_predictor, get_predictor_config
 from promptblend.errors import ConfigError, KeyModelMismatchError
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 from promptblend.runs import build_run, load_run
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from predictors.registry import create_predictor
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 
 #: model folder -> (the pipeline text for "no query", processor kwargs for it)
 NO_QUERY = {"blip": ("", {}), "git": ("[CLS]", {"add_special_tokens": False})}

@@ -31,7 +31,7 @@ import torch
 from predictors.interrogator_labels import data_dir, load_bank
 from predictors.registry import create_predictor
 from promptblend.clip import embed_images
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 
 MODES = ("fast", "classic", "best")
 #: the package wraps CLIP calls in torch.cuda.amp.autocast(), deprecated and switched off (with a warning) on CPU

@@ -17,7 +17,7 @@ from index.build import BuildConfig, build_bank
 from predictors.run import run_predictor
 from promptblend.bank import load_bank
 from promptblend.clip import embed_images, load_clip
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 
 
 @pytest.fixture(scope="module")

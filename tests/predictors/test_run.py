@@ -15,7 +15,7 @@ from promptblend.errors import (
     ConfigError,
     ModelNotFoundError,
 )
-from promptblend.images import open_image_set
+from promptblend.imagesets import open_image_set
 from promptblend.runs import is_run, load_run
 from promptblend.submission import write_submission
 from promptblend.vectors import l2_normalise
@@ -72,7 +72,7 @@ def test_corrupt_image_mid_set(mixed_images, tmp_path, capsys):
     # --skip-bad drops it and records it
     run = run_predictor("captioner-tiny", images, out, skip_bad=True, workers=0, progress=False)
     assert len(run) == 5 and bad.stem not in run.ids
-    assert load_run(run.path).meta["skipped"][0][0].endswith(bad.name)
+    assert load_run(run.path).meta["skipped"][0][0] == bad.stem  # (id, reason)
 
 
 def test_resume_recomputes_only_missing_shards(mixed_images, tmp_path):
@@ -185,23 +185,21 @@ def test_resume_over_shards_recomputes_only_missing_shards(drawn_shards, tmp_pat
 
 @pytest.mark.slow
 def test_ray_backend_equals_local(drawn_shards, tmp_path, capsys):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}})
-    try:
-        local = run_predictor("clip-regressor-tiny", drawn_shards, tmp_path / "local", shard_size=2, workers=0,
-                              progress=False)
+    pytest.importorskip("ray")
+    from promptblend.executors import open_executor
+
+    local = run_predictor("clip-regressor-tiny", drawn_shards, tmp_path / "local", shard_size=2, workers=0,
+                          progress=False)
+    with open_executor("ray"):  # one local Ray (started and stopped by the executor) for both commands
         assert main(["clip-regressor-tiny", "--images", str(drawn_shards), "--out", str(tmp_path / "ray"),
                      "--backend", "ray", "--quiet"]) == 0
-        (remote,) = [load_run(p) for p in (tmp_path / "ray").iterdir()]
+        (remote,) = [load_run(p) for p in (tmp_path / "ray").iterdir() if is_run(p)]
         # a model an actor cannot build is the same named error as locally, and no run
         bad = ["captioner-tiny", "--images", str(drawn_shards), "--out", str(tmp_path / "bad"), "--backend", "ray",
                "--config", "model=/nonexistent/blip", "--quiet"]
         assert main(bad) == 2 and not any(is_run(p) for p in (tmp_path / "bad").glob("*"))
         assert capsys.readouterr().err.strip().splitlines()[-1] == "error: caption model path does not exist: /nonexistent/blip"
-    finally:
-        ray.shutdown()
-    assert remote.meta["backend"] == "ray" and remote.meta["actors"] == 2
+    assert remote.meta["backend"] == "ray" and remote.meta["actors"] >= 1
     assert remote.ids == local.ids and remote.path.name == local.path.name  # same cache key
     np.testing.assert_allclose(remote.embeddings, local.embeddings, atol=1e-6)
 

@@ -78,7 +78,7 @@ def test_training_folder_contents_and_cli(shapes, tmp_path, capsys):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "clip-regressor" and config["arch"]["hidden"] == 64
-    assert config["data"] == {"n_pairs": 96, "n_train": 72, "n_val": 24}
+    assert config["data"] == {"n_pairs": 96, "n_train": 72, "n_val": 24, "one_image_per_prompt": False}
     rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(np.isfinite([r["train_loss"], r["val_loss"], r["val_score"], r["baseline_score"]]).all() for r in rows)
@@ -141,7 +141,7 @@ def _epoch(out: Path) -> int:
 def test_bad_inputs_raise_named_errors(shapes, tmp_path):
     partial = tmp_path / "partial.csv"
     partial.write_text("imgId,prompt\nshape0000,a red circle on a blue background\n")
-    with pytest.raises(TruthError, match="lacks"):
+    with pytest.raises(TruthError, match="have no prompt"):
         train_regressor(shapes, partial, tmp_path / "o1", "tiny", epochs=1, **FAST)
     with pytest.raises(ImageSetError):
         train_regressor(tmp_path / "nope", None, tmp_path / "o2", "tiny", epochs=1, **FAST)
@@ -174,7 +174,7 @@ def test_separate_validation_set_and_finetune_only_where_supported(shapes, tmp_p
     val = make_shapes(tmp_path / "val", 16, seed=9)
     out = train_regressor(shapes, None, tmp_path / "v", "tiny", val_images=val, epochs=1, hidden=32, **FAST)
     config = json.loads((out / "config.json").read_text())
-    assert config["data"] == {"n_pairs": 112, "n_train": 96, "n_val": 16}  # every --images row trains
+    assert config["data"] == {"n_pairs": 112, "n_train": 96, "n_val": 16, "one_image_per_prompt": False}  # every --images row trains
     assert np.isfinite(read_metrics(out)[-1]["val_score"])
     with pytest.raises(ConfigError, match="cannot fine-tune"):
         train_clipcap(shapes, None, tmp_path / "cc", "tiny", finetune=True, epochs=1, **FAST)

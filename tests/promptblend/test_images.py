@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from promptblend.errors import BadImageError, ImageSetError, TruthError
-from promptblend.images import MAX_PIXELS, load_image, open_image_set
+from promptblend.imagesets import MAX_PIXELS, load_image, open_image_set
 
 
 def _save(path, mode, size=(16, 12), **kw):
@@ -95,9 +95,9 @@ def test_bad_image_mid_set_named_or_skipped(tmp_path):
         iset.load(2)
     skipped = open_image_set(d, skip_bad=True)
     assert skipped.ids == ["img0", "img1", "img3"]
-    assert [p.name for p, _ in skipped.skipped] == ["img2.png"]
-    # ids and paths still line up after the skip: no silent shift
-    assert [p.stem for p in skipped.paths] == skipped.ids
+    assert [i for i, _ in skipped.skipped] == ["img2"]
+    # ids and images still line up after the skip: no silent shift
+    assert np.array_equal(np.asarray(skipped.load(2)), np.asarray(iset.load(3)))
 
 
 def test_empty_missing_and_clashing_folders(tmp_path):
@@ -127,7 +127,7 @@ def test_prompts_csv_read_and_checked(tmp_path, kaggle_sample):
     assert iset.prompt_list()[0] == iset.prompts[iset.ids[0]]
     d = _folder(tmp_path)
     (tmp_path / "p.csv").write_text("imgId,prompt\nimg0,a cat\n")
-    with pytest.raises(TruthError, match="lacks 3"):
+    with pytest.raises(TruthError, match="3 image ids have no prompt"):
         open_image_set(d, prompts_csv=tmp_path / "p.csv").prompt_list()
     (tmp_path / "bad.csv").write_text("id,text\nimg0,a\n")
     with pytest.raises(TruthError, match="no 'imgId' column"):
@@ -141,7 +141,7 @@ def test_real_drawbench_jpegs_decode(drawbench, copy_images):
 
 
 def test_decode_image_bytes_like_files(tmp_path):
-    from promptblend.images import decode_image
+    from promptblend.imagesets import decode_image
 
     p = _save(tmp_path / "x.png", "RGBA")
     data = p.read_bytes()
@@ -153,16 +153,16 @@ def test_decode_image_bytes_like_files(tmp_path):
 
 
 def test_open_image_set_tells_folders_from_shards(tmp_path):
-    from promptblend.shards import ShardSet, write_shard
+    from promptblend.imagesets.shards import ShardSet, write_shard
 
     (tmp_path / "imgs").mkdir()
     _save(tmp_path / "imgs" / "a.png", "RGB")
-    assert type(open_image_set(tmp_path / "imgs")).__name__ == "ImageSet"
+    assert type(open_image_set(tmp_path / "imgs")).__name__ == "FolderSet"
     write_shard(tmp_path / "tars" / "s-000000.tar", [{"__key__": "a", "png": (tmp_path / "imgs" / "a.png").read_bytes()}])
     shards = open_image_set(tmp_path / "tars")
     assert isinstance(shards, ShardSet) and shards.ids == ["a"] and shards.prompts is None
     assert open_image_set(shards) is shards
-    with pytest.raises(ImageSetError, match="image folder not found"):
+    with pytest.raises(ImageSetError, match="image set not found"):
         open_image_set(tmp_path / "nowhere")
 
 
@@ -170,7 +170,7 @@ def test_a_dangling_symlink_is_a_bad_image_not_silently_dropped(tmp_path):
     from PIL import Image as PILImage
 
     from promptblend.errors import BadImageError
-    from promptblend.images import open_image_set
+    from promptblend.imagesets import open_image_set
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -181,4 +181,4 @@ def test_a_dangling_symlink_is_a_bad_image_not_silently_dropped(tmp_path):
         open_image_set(folder)
     kept = open_image_set(folder, skip_bad=True)
     assert kept.ids == ["a", "b"]
-    assert [str(p.name) for p, _ in kept.skipped] == ["c.png"]
+    assert [i for i, _ in kept.skipped] == ["c"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from promptblend.errors import AlignmentError, EmbeddingError, RunError
-from promptblend.runs import Run, build_run, list_runs, load_run, run_key, save_run
+from promptblend.runkey import run_key
+from promptblend.runs import Run, build_run, list_runs, load_run, save_run
 from promptblend.vectors import l2_normalise
 
 

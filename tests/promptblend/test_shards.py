@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from promptblend.errors import ShardError
-from promptblend.images import open_image_set, part_index
-from promptblend.shards import ShardSet, shard_name, write_shard
+from promptblend.imagesets import open_image_set, part_index
+from promptblend.imagesets.shards import ShardSet, shard_name, write_shard
 from promptblend.truth import load_truth
 
 
@@ -54,9 +54,10 @@ def test_every_source_form_opens_the_same_set(shards):
         assert isinstance(s, ShardSet) and s.ids == as_folder.ids and s.counts == [4, 4, 4]
         assert s.fingerprint() == as_folder.fingerprint()  # content-defined: folder and shards share run keys
         assert s.prompt_list() == as_folder.prompt_list()
-    images = list(sets[1].samples(2, 7, with_prompt=True))
-    assert [i for i, _, _ in images] == as_folder.ids[2:7]
-    assert all(np.array_equal(np.asarray(im), np.asarray(as_folder.load(k + 2))) for k, (_, im, _) in enumerate(images))
+    images = list(sets[1].samples(2, 7))
+    assert [x.id for x in images] == as_folder.ids[2:7]
+    assert [x.prompt for x in images] == as_folder.prompt_list()[2:7]
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(as_folder.load(k + 2))) for k, x in enumerate(images))
     assert np.array_equal(np.asarray(sets[0].load(9)), np.asarray(as_folder.load(9)))
 
 
@@ -72,11 +73,11 @@ def test_a_different_image_changes_the_fingerprint(shards, tmp_path):
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_rank_splits_cover_each_sample_once_by_shard(shards, world_size):
     s = open_image_set(shards[0])
-    parts = [[i for i, _ in s.samples(rank=r, world_size=world_size)] for r in range(world_size)]
+    parts = [[x.id for x in s.samples(rank=r, world_size=world_size)] for r in range(world_size)]
     assert sorted(i for p in parts for i in p) == sorted(s.ids)
     for r, p in enumerate(parts):  # whole shards: shard k goes to part k % world_size
         assert p == [i for k in range(r, 3, world_size) for i in s.ids[4 * k : 4 * k + 4]]
-    resumed = [i for i, _ in s.samples(start=6, rank=0, world_size=world_size)]
+    resumed = [x.id for x in s.samples(start=6, rank=0, world_size=world_size)]
     assert resumed == [i for i in parts[0] if s.ids.index(i) >= 6]
 
 
@@ -89,7 +90,7 @@ def test_dataloader_workers_split_shards(shards):
 
         def __iter__(self):
             assert part_index()[1] == 2
-            return (i for i, _ in self.image_set.samples())
+            return (x.id for x in self.image_set.samples())
 
     s = open_image_set(shards[0])
     got = list(DataLoader(Ids(s), batch_size=None, num_workers=2))
