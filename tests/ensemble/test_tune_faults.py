@@ -60,7 +60,7 @@ def test_out_on_a_file_is_a_named_error(saved, tmp_path, capsys):
         assert main(["--runs", str(root / "runs"), "--truth", str(root / "truth"), "--out", str(out),
                      "--trials", "2", "--folds", "0", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: --out") and "file" in err[0]
+        assert len(err) == 1 and err[0].startswith("error: ") and "taken" in err[0] and "file" in err[0], err
     assert (tmp_path / "taken").read_text() == "not a folder\n"
 
 

@@ -30,7 +30,7 @@ ENV = {
 # (and any key ending in _s or _mb: durations and memory peaks)
 VOLATILE = {
     "created", "cache_hit", "seconds", "images_per_s", "times", "timings", "stage_peak_rss_mb", "started", "finished",
-    "timestamp", "storage", "out", "path", "shards_reused", "shards_computed",
+    "timestamp", "storage", "out", "path", "shards_reused", "shards_computed", "seconds_per_image",
 }
 
 
@@ -100,11 +100,11 @@ def _hidden(rel: str) -> bool:
 def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """sha256 of every visible file under ``folder`` (JSON and CSV files without their volatile fields;
     safetensors by content, as their header's key order varies). Hidden files are work files, locks or
-    temp files: :func:`litter` lists those."""
+    temp files: :func:`litter` lists those; ``*.log`` files are the commands' logs, not their outputs."""
     out = {}
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        if _hidden(rel) or any(rel == s or rel.endswith(s) for s in skip):
+        if _hidden(rel) or rel.endswith(".log") or any(rel == s or rel.endswith(s) for s in skip):
             continue
         data = path.read_bytes()
         if path.suffix == ".json":

@@ -88,7 +88,7 @@ def test_a_format_1_bank_reads_its_prompts_unescaped(tmp_path, shared_data):
 def _start_build(src: Path, out: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as err:
         return subprocess.Popen([sys.executable, "-m", "index.build", "--prompts", str(src), "--out", str(out), *TORCH,
-                                 "--shard-size", "16"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+                                 "--shard-size", "16", "-v"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def test_a_second_builder_waits_saying_who_holds_the_folder(tmp_path, shared_data):
