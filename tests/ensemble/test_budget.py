@@ -66,7 +66,7 @@ def test_slow_predictor_is_dropped_though_it_adds_score(problem, tmp_path):
 
 
 def test_subset_scores_are_out_of_fold(problem):
-    """Each candidate's score equals a direct out-of-fold evaluation of its own fitted blend (one subset checked)."""
+    """Every subset (the mean vector alone included) is scored, and the held-out scores order as the runs' quality does."""
     from ensemble.align import align
     from ensemble.tune.plan import build_plan
 
