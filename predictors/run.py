@@ -263,9 +263,7 @@ def run_predictor(
             executor = stack.enter_context(open_executor(backend, ray_address))  # no cluster: an error, nothing written
             t0 = time.perf_counter()
             pool = stack.enter_context(executor.pool(Builder(RowWorker, (entry, device, image_set, batch_size, workers))))
-            devices = pool.each("device")
-            extra_meta.update(backend=pool.backend, actors=pool.size, setup_s=round(time.perf_counter() - t0, 3),
-                              device=devices[0])
+            extra_meta.update(backend=pool.backend, actors=pool.size, setup_s=round(time.perf_counter() - t0, 3))
             log.info("%s ready in %.1f s on %d %s worker(s)", name, extra_meta["setup_s"], pool.size, pool.backend)
             source = stack.enter_context(PoolRows(pool, len(image_set), shard_size, name, progress))
 
@@ -274,7 +272,7 @@ def run_predictor(
 
         return build_run(
             out, name, key_config, image_set.ids, fingerprint, compute, shard_size=shard_size, extra_meta=extra_meta,
-            progress=False,
+            progress=False, meta_after=source.meta if source is not None else None,
         )
 
 
@@ -293,13 +291,9 @@ class RowWorker:
         workers = default_workers() if workers is None else workers
         self.stream = BatchStream(self.predictor, image_set, batch_size, workers, progress=False)
 
-    def device(self) -> str:
-        """The device it predicts on."""
-        return resolve_device(self.predictor.device)
-
-    def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
-        """Predictions of rows ``start:stop`` (decoded in this worker's own DataLoader)."""
-        return self.stream.rows(start, stop)
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None, str]:
+        """Predictions of rows ``start:stop`` (decoded in this worker's own DataLoader), and the device."""
+        return (*self.stream.rows(start, stop), resolve_device(self.predictor.device))
 
     def close(self) -> None:
         """Stop the DataLoader."""
@@ -316,19 +310,30 @@ class PoolRows:
 
         self.pool, self.n, self.shard_size = pool, n, shard_size
         self._results: Iterator | None = None
+        self._ranges: list[tuple[int, int]] = []
+        self._devices: set[str] = set()
         self._bar = progress_bar(total=n, desc=name, unit="img", disable=not progress)
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str] | None]:
         """Predictions for rows ``start:stop`` (called in increasing order)."""
         if self._results is None:
-            ranges = [(s, min(s + self.shard_size, self.n)) for s in range(start, self.n, self.shard_size)]
-            self._results = zip(ranges, self.pool.map("rows", ranges))
+            self._ranges = [(s, min(s + self.shard_size, self.n)) for s in range(start, self.n, self.shard_size)]
+            self._results = zip(self._ranges, self.pool.map("rows", self._ranges))
             self._bar.update(start)
-        for span, result in self._results:
+        for span, (embeddings, prompts, device) in self._results:
+            self._devices.add(device)
             if span == (start, stop):
                 self._bar.update(stop - start)
-                return result
+                return embeddings, prompts
         raise AlignmentError(f"rows {start}:{stop} were not queued on the workers")
+
+    def meta(self) -> dict:
+        """What the run's ``meta.json`` records of the workers: the device(s) they predicted on and, on Ray,
+        the rows this process computed while the actors started."""
+        meta: dict[str, Any] = {"device": "+".join(sorted(self._devices))} if self._devices else {}
+        if self.pool.backend != "local":
+            meta["rows_on_driver"] = sum(stop - start for start, stop in map(self._ranges.__getitem__, self.pool.on_driver))
+        return meta
 
     def close(self) -> None:
         """Close the progress bar."""

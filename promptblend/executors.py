@@ -5,7 +5,8 @@
 yields ``obj.method(*job)`` for each job, in job order. A :class:`Builder` is data: a module-level
 callable (pickled by reference) and plain arguments, never a model, so a worker builds its own object
 (a predictor, a pipeline, a text encoder) once, in its own process. ``local`` builds one object here;
-``ray`` one actor per GPU, else one per node with all its CPUs (see :func:`_layout`).
+``ray`` one actor per GPU, else one per node with all its CPUs (see :func:`_layout`); on a local instance
+the driver builds one too and computes the first jobs while the actors start (see :class:`RayPool`).
 
 The Ray executor owns Ray's life cycle. It connects to ``address`` (or ``RAY_ADDRESS``) when one is
 given: nothing listening there is a :class:`ClusterError` (the CLI's one ``error:`` line) before any
@@ -41,6 +42,8 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PROMPTBLEND_CACHE", 
 #: Prefix of a local Ray instance's folder under the temp directory (short: Ray's socket paths are limited).
 RAY_DIR_PREFIX = "pbray-"
 OWNER_FILE = "owner"
+#: ``0``: a Ray pool's driver never computes jobs; ``1``: it does while the actors start (see :class:`RayPool`).
+DRIVER_HELPS_ENV = "PROMPTBLEND_RAY_DRIVER_HELPS"
 
 _CPUS: int | None = None  # set in a worker that was given fewer CPUs than the machine has
 
@@ -74,13 +77,11 @@ class Pool:
 
     backend: str = ""
     size: int = 1
+    #: Numbers of the jobs this process computed (a Ray pool's driver while its actors start; every job locally).
+    on_driver: list[int]
 
     def map(self, method: str, jobs: Iterable[tuple]) -> Iterator[Any]:
         """``obj.method(*job)`` for each job, in the order given (jobs are read as workers need them)."""
-        raise NotImplementedError
-
-    def each(self, method: str) -> list[Any]:
-        """``obj.method()`` on every worker object, in worker order."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -128,14 +129,13 @@ class LocalPool(Pool):
 
     def __init__(self, builder: Builder) -> None:
         self.obj = builder.build()
+        self.on_driver = []
 
     def map(self, method: str, jobs: Iterable[tuple]) -> Iterator[Any]:
         call = getattr(self.obj, method)
-        for job in jobs:
+        for number, job in enumerate(jobs):
+            self.on_driver.append(number)
             yield call(*job)
-
-    def each(self, method: str) -> list[Any]:
-        return [getattr(self.obj, method)()]
 
     def close(self) -> None:
         _close_obj(self.obj)
@@ -218,17 +218,28 @@ def _layout(ray: Any) -> list[dict]:
 
 class RayPool(Pool):
     """Actors hosting the built object (see :func:`_layout`); jobs go to whichever actor is free (two
-    queued per actor, so it never waits for the next), results come back in job order."""
+    queued per actor, so it never waits for the next), results come back in job order.
+
+    With ``driver_helps`` this process builds the object too and computes jobs itself, in order, while
+    the actors start (a fresh actor imports torch and the model's libraries and builds the model: seconds
+    that would otherwise be idle); once an actor is ready the driver finishes its job, releases its object
+    and leaves the rest to the actors. Without it, the pool waits for every actor to be built. Either way a
+    named error while building is raised here, before any job runs."""
 
     backend = "ray"
 
-    def __init__(self, ray: Any, builder: Builder) -> None:
-        self.ray = ray
+    def __init__(self, ray: Any, builder: Builder, driver_helps: bool = False) -> None:
+        self.ray, self.helper, self.on_driver = ray, None, []
         layout = _layout(ray)
         self.size = len(layout)
         self.actors = [ray.remote(**options)(_Host).remote(builder, options["num_cpus"]) for options in layout]
+        self._starting = {actor.ready.remote(): actor for actor in self.actors}  # build result ref -> actor
         try:
-            self._get([a.ready.remote() for a in self.actors])
+            if driver_helps:
+                self.helper = builder.build()  # the actors start meanwhile
+            else:
+                self._get(list(self._starting))
+                self._starting = {}
         except BaseException:
             self.close()
             raise
@@ -242,43 +253,68 @@ class RayPool(Pool):
                 raise original from None
             raise
 
+    def _ready_actors(self) -> list:
+        """Actors whose object was built since the last look (a named build error is raised); the driver's
+        object is released as soon as one is."""
+        if not self._starting:
+            return []
+        done, _ = self.ray.wait(list(self._starting), num_returns=len(self._starting), timeout=0)
+        self._get(done)
+        ready = [self._starting.pop(ref) for ref in done]
+        if ready and self.helper is not None:
+            _close_obj(self.helper)
+            self.helper = None
+        return ready
+
     def map(self, method: str, jobs: Iterable[tuple]) -> Iterator[Any]:
         """Each free actor takes the next job as soon as it is free (no waiting on a slower one); results
-        that finish early wait in order, at most two per actor, before more jobs are sent."""
-        pending, idle = enumerate(jobs), list(self.actors) * 2
+        that finish early wait in order, at most two per actor, before more jobs are sent. While no actor
+        is ready, the driver's object (``driver_helps``) computes the next job here."""
+        pending = enumerate(jobs)
+        starting = set(map(id, self._starting.values()))
+        idle = [a for a in self.actors if id(a) not in starting] * 2  # two slots per ready actor
         running: dict[Any, tuple[int, Any]] = {}  # result ref -> (job number, actor)
         finished: dict[int, Any] = {}  # job number -> result ref, not yet yielded
-        turn = 0
+        turn, exhausted = 0, False
 
         def feed() -> None:
-            while idle and len(finished) < 2 * len(self.actors):
+            nonlocal exhausted
+            while idle and not exhausted and len(finished) < 2 * len(self.actors):
                 item = next(pending, None)
                 if item is None:
+                    exhausted = True
                     return
                 actor = idle.pop()
                 running[actor.call.remote(method, item[1])] = (item[0], actor)
 
-        feed()
-        while running or finished:
+        while True:
             if turn in finished:
                 yield self._get(finished.pop(turn))
                 turn += 1
-                feed()
                 continue
-            (ref,), _ = self.ray.wait(list(running), num_returns=1)
-            number, actor = running.pop(ref)
-            finished[number] = ref
-            idle.append(actor)
+            idle += self._ready_actors() * 2
             feed()
-
-    def each(self, method: str) -> list[Any]:
-        return self._get([actor.call.remote(method, ()) for actor in self.actors])
+            if running:
+                (ref,), _ = self.ray.wait(list(running), num_returns=1)
+                number, actor = running.pop(ref)
+                finished[number] = ref
+                idle.append(actor)
+                continue
+            item = None if exhausted or self.helper is None else next(pending, None)
+            if item is None:  # every job was handed out and every result yielded
+                return
+            self.on_driver.append(item[0])
+            turn += 1
+            yield getattr(self.helper, method)(*item[1])
 
     def close(self) -> None:
+        if self.helper is not None:
+            _close_obj(self.helper)
+            self.helper = None
         for actor in self.actors:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
-        self.actors = []
+        self.actors, self._starting = [], {}
 
 
 class RayExecutor(Executor):
@@ -290,7 +326,13 @@ class RayExecutor(Executor):
         self.ray = _SESSION.acquire(address)
 
     def pool(self, builder: Builder) -> Pool:
-        return RayPool(self.ray, builder)
+        """Actors built from ``builder``; the driver helps while they start (see :class:`RayPool`) on a
+        local instance this process started (same machine, same devices), never on a cluster it joined.
+        ``PROMPTBLEND_RAY_DRIVER_HELPS=0`` (or ``1``) decides it for any cluster."""
+        helps = os.environ.get(DRIVER_HELPS_ENV, "").strip()
+        if helps not in ("", "0", "1"):
+            raise ConfigError(f"{DRIVER_HELPS_ENV} must be 0 or 1, got {helps!r}")
+        return RayPool(self.ray, builder, driver_helps=helps == "1" if helps else _SESSION.folder is not None)
 
     def close(self) -> None:
         if self.ray is not None:

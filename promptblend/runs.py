@@ -171,12 +171,14 @@ def build_run(
     shard_size: int = 256,
     extra_meta: dict | None = None,
     progress: bool = True,
+    meta_after: Callable[[], dict] | None = None,
 ) -> Run:
     """Compute (or fetch from cache) the run of ``predictor`` over ``ids``.
 
     ``compute(start, stop)`` returns the embeddings (and generated prompts, or None) of rows
     ``start:stop``. Each shard is written atomically under ``<key>.partial/``; after a kill, the
-    next call recomputes only the missing shards. A finished run with the same key is returned as is;
+    next call recomputes only the missing shards. ``meta_after()``, called once the rows are computed, adds
+    to ``meta.json`` what is known only then (the devices that computed them). A finished run with the same key is returned as is;
     one that fails its checks is removed (with a warning) and rebuilt. One process builds a key at a
     time (lock file ``.<key>.lock``); another waits, then reads the cache. Temp files of killed
     writers in ``out_root`` and the partial folder are swept first.
@@ -199,7 +201,7 @@ def build_run(
                 "name": unique_run_name(out_root, run_name(predictor, config), key, fingerprint),
                 "key": key, "predictor": predictor, "config": config, "fingerprint": fingerprint,
                 **(extra_meta or {}),
-            })
+            }, meta_after)
         except BaseException:
             if not any(partial.glob("rows-*.npz")):
                 shutil.rmtree(partial, ignore_errors=True)  # nothing to resume: leave no litter
@@ -232,7 +234,7 @@ def cached_run(final: str | Path, ids: Sequence[str]) -> Run | None:
 
 def _compute_run(
     final: Path, partial: Path, predictor: str, ids: list[str], compute: ShardFn, shard_size: int,
-    progress: bool, meta: dict,
+    progress: bool, meta: dict, meta_after: Callable[[], dict] | None = None,
 ) -> Run:
     """Compute the missing shards under ``partial``, then publish the whole run at ``final``."""
     partial.mkdir(parents=True, exist_ok=True)
@@ -270,6 +272,8 @@ def _compute_run(
     meta["wall_time_s"] = round(time.perf_counter() - t0, 3)
     if computed:  # inference time per image, measured on the rows this process computed (a resume counts its part)
         meta["seconds_per_image"] = computed_s / computed
+    if meta_after is not None:
+        meta.update(meta_after())
     run = Run(
         ids,
         np.concatenate(embs) if embs else np.zeros((0, DIM), np.float32),

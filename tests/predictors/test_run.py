@@ -184,9 +184,11 @@ def test_resume_over_shards_recomputes_only_missing_shards(drawn_shards, tmp_pat
 
 
 @pytest.mark.slow
-def test_ray_backend_equals_local(drawn_shards, tmp_path, capsys):
+def test_ray_backend_equals_local(drawn_shards, tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray")
-    from promptblend.executors import open_executor
+    from promptblend.executors import DRIVER_HELPS_ENV, open_executor
+
+    monkeypatch.setenv(DRIVER_HELPS_ENV, "0")  # every row and the build error from an actor
 
     local = run_predictor("clip-regressor-tiny", drawn_shards, tmp_path / "local", shard_size=2, workers=0,
                           progress=False)
@@ -199,7 +201,7 @@ def test_ray_backend_equals_local(drawn_shards, tmp_path, capsys):
                "--config", "model=/nonexistent/blip", "--quiet"]
         assert main(bad) == 2 and not any(is_run(p) for p in (tmp_path / "bad").glob("*"))
         assert capsys.readouterr().err.strip().splitlines()[-1] == "error: caption model path does not exist: /nonexistent/blip"
-    assert remote.meta["backend"] == "ray" and remote.meta["actors"] >= 1
+    assert remote.meta["backend"] == "ray" and remote.meta["actors"] >= 1 and remote.meta["rows_on_driver"] == 0
     assert remote.ids == local.ids and remote.path.name == local.path.name  # same cache key
     np.testing.assert_allclose(remote.embeddings, local.embeddings, atol=1e-6)
 

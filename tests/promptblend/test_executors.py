@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from promptblend.errors import ClusterError, ConfigError
-from promptblend.executors import RAY_DIR_PREFIX, Builder, open_executor
+from promptblend.executors import DRIVER_HELPS_ENV, RAY_DIR_PREFIX, Builder, open_executor
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "predictors"))  # shapes.py
@@ -127,8 +127,48 @@ def short_tmp(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_predictor_registered_at_run_time_gives_the_same_rows_on_ray(short_tmp, tmp_path):
+def test_a_ray_pool_driver_computes_jobs_in_order_until_an_actor_is_ready(short_tmp, monkeypatch):
+    """The driver helps while the actors start: it takes the first jobs, in order, then hands over."""
     pytest.importorskip("ray")
+    from fractions import Fraction  # a worker object every actor can import
+
+    monkeypatch.delenv(DRIVER_HELPS_ENV, raising=False)  # the default on a local instance: the driver helps
+    n = 5000
+    with open_executor("ray") as ex, ex.pool(Builder(Fraction, (3,))) as pool:
+        results, deadline = [], time.time() + 240
+        for value in pool.map("__mul__", [(i,) for i in range(n)]):
+            results.append(value)
+            if len(pool.on_driver) == len(results) and time.time() < deadline:
+                time.sleep(0.05)  # the driver still computes: slow it down until an actor is ready
+        helper_left = pool.helper
+    assert results == [3 * i for i in range(n)]
+    k = len(pool.on_driver)
+    assert 1 <= k < n and pool.on_driver == list(range(k)), k  # a prefix here, the rest on the actor
+    assert helper_left is None  # the driver's object was released when the actor took over
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("helps", ["1", "0"])
+def test_a_named_build_error_is_raised_by_the_ray_pool_before_any_job(short_tmp, monkeypatch, helps):
+    """With the driver helping its own build fails first; without it, the actors' failure is unwrapped."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv(DRIVER_HELPS_ENV, helps)
+    with open_executor("ray") as ex, pytest.raises(ConfigError, match="unknown backend 'spark'"):
+        ex.pool(Builder(open_executor, ("spark",)))  # raises ConfigError wherever it is built
+
+
+def test_a_bad_driver_helps_value_is_a_named_error(short_tmp, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv(DRIVER_HELPS_ENV, "yes")
+    with open_executor("ray") as ex, pytest.raises(ConfigError, match=f"{DRIVER_HELPS_ENV} must be 0 or 1"):
+        ex.pool(Builder(int))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("helps", ["0", "1"], ids=["actors-only", "driver-helps"])
+def test_a_predictor_registered_at_run_time_gives_the_same_rows_on_ray(short_tmp, tmp_path, monkeypatch, helps):
+    pytest.importorskip("ray")
+    monkeypatch.setenv(DRIVER_HELPS_ENV, helps)  # 0: every row from an actor
     from predictors.registry import add_predictor_config, get_predictor_config
     from predictors.run import run_predictor
     from shapes import make_shapes
@@ -141,6 +181,9 @@ def test_a_predictor_registered_at_run_time_gives_the_same_rows_on_ray(short_tmp
     remote = run_predictor("runtime-regressor", images, tmp_path / "ray", shard_size=2, backend="ray",
                            progress=False)
     assert remote.meta["backend"] == "ray" and remote.meta["actors"] >= 1
+    on_driver = remote.meta["rows_on_driver"]
+    assert on_driver == 0 if helps == "0" else 0 <= on_driver <= 6
+    assert remote.meta["device"] == local.meta["device"] == "cpu"
     assert remote.ids == local.ids and remote.path.name == local.path.name
     np.testing.assert_allclose(remote.embeddings, local.embeddings, atol=1e-5)
     # the executor started that Ray: it is shut down, its folder gone
@@ -164,8 +207,9 @@ def many_images(tmp_path_factory) -> Path:
     return folder
 
 
-def _start_run(images: Path, out: Path, tmp: Path) -> subprocess.Popen:
-    env = {**os.environ, "TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def _start_run(images: Path, out: Path, tmp: Path, helps: str = "0") -> subprocess.Popen:
+    """``predictors.run --backend ray`` in its own process group; ``helps=0``: only actors predict."""
+    env = {**os.environ, "TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), DRIVER_HELPS_ENV: helps}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "predictors.run", "clip-regressor-tiny", "--images", str(images), "--out", str(out),
            "--backend", "ray", "--batch-size", "2", "--quiet"]
@@ -173,8 +217,9 @@ def _start_run(images: Path, out: Path, tmp: Path) -> subprocess.Popen:
                             start_new_session=True)  # its own process group, as a command in a terminal
 
 
-def _wait_for_actors(proc: subprocess.Popen, timeout: float = 180) -> list:
-    """The run's Ray processes (its descendants) once its actors predict; fails if the run ends first."""
+def _wait_for_actors(proc: subprocess.Popen, timeout: float = 180, doing: str = "_Host.call") -> list:
+    """The run's Ray processes (its descendants) once an actor's title names ``doing`` (predicting, by
+    default); fails if the run ends first."""
     import psutil
 
     driver = psutil.Process(proc.pid)
@@ -186,7 +231,7 @@ def _wait_for_actors(proc: subprocess.Popen, timeout: float = 180) -> list:
             names = [" ".join(p.cmdline()) for p in family]
         except psutil.Error:
             continue
-        if sum("_Host.call" in n for n in names) >= 1:
+        if any(doing in n for n in names):
             return family
         time.sleep(0.1)
     raise AssertionError("the run's Ray actors never started predicting")
@@ -212,14 +257,28 @@ def run_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def more_images(many_images, tmp_path_factory) -> Path:
+    """The 240 images ten times over: the driver is still predicting when its actor starts."""
+    folder = tmp_path_factory.mktemp("more") / "images"
+    folder.mkdir()
+    files = sorted(many_images.glob("*.png"))
+    for i in range(10 * len(files)):
+        os.link(files[i % len(files)], folder / f"{i:05d}.png")
+    return folder
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, group", [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
-                         ids=["SIGINT", "Ctrl-C", "SIGTERM"])
-def test_no_ray_process_outlives_a_run_ended_by_a_signal(many_images, run_tmp, tmp_path, sig, group):
-    """Ctrl-C in a terminal sends SIGINT to the whole process group (Ray's processes included)."""
+@pytest.mark.parametrize("sig, group, helps", [(signal.SIGINT, False, "0"), (signal.SIGINT, True, "0"),
+                                               (signal.SIGTERM, False, "0"), (signal.SIGTERM, False, "1")],
+                         ids=["SIGINT", "Ctrl-C", "SIGTERM", "SIGTERM-while-the-actor-starts"])
+def test_no_ray_process_outlives_a_run_ended_by_a_signal(many_images, more_images, run_tmp, tmp_path, sig, group,
+                                                         helps):
+    """Ctrl-C in a terminal sends SIGINT to the whole process group (Ray's processes included). With the
+    driver helping, the signal comes while it predicts and its actor is still being built."""
     pytest.importorskip("psutil")
-    proc = _start_run(many_images, tmp_path / "out", run_tmp)
-    family = _wait_for_actors(proc)
+    proc = _start_run(many_images if helps == "0" else more_images, tmp_path / "out", run_tmp, helps)
+    family = _wait_for_actors(proc, doing="_Host.call" if helps == "0" else "ray::_Host")
     if group:
         os.killpg(proc.pid, sig)
     else:
