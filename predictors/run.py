@@ -328,11 +328,10 @@ class PoolRows:
         raise AlignmentError(f"rows {start}:{stop} were not queued on the workers")
 
     def meta(self) -> dict:
-        """What the run's ``meta.json`` records of the workers: the device(s) they predicted on and, on Ray,
-        the rows this process computed while the actors started."""
+        """What the run's ``meta.json`` records of the workers: the device(s) they predicted on and the rows
+        this process computed (all of them locally; on Ray, those it did while the actors started)."""
         meta: dict[str, Any] = {"device": "+".join(sorted(self._devices))} if self._devices else {}
-        if self.pool.backend != "local":
-            meta["rows_on_driver"] = sum(stop - start for start, stop in map(self._ranges.__getitem__, self.pool.on_driver))
+        meta["rows_on_driver"] = sum(self._ranges[j][1] - self._ranges[j][0] for j in self.pool.on_driver)
         return meta
 
     def close(self) -> None:

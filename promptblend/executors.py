@@ -224,7 +224,8 @@ class RayPool(Pool):
     the actors start (a fresh actor imports torch and the model's libraries and builds the model: seconds
     that would otherwise be idle); once an actor is ready the driver finishes its job, releases its object
     and leaves the rest to the actors. Without it, the pool waits for every actor to be built. Either way a
-    named error while building is raised here, before any job runs."""
+    named error while building is raised here, before any job runs (the driver's own build when it helps;
+    an error only an actor meets is raised by :meth:`map` once that actor is done building)."""
 
     backend = "ray"
 

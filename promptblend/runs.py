@@ -177,11 +177,11 @@ def build_run(
 
     ``compute(start, stop)`` returns the embeddings (and generated prompts, or None) of rows
     ``start:stop``. Each shard is written atomically under ``<key>.partial/``; after a kill, the
-    next call recomputes only the missing shards. ``meta_after()``, called once the rows are computed, adds
-    to ``meta.json`` what is known only then (the devices that computed them). A finished run with the same key is returned as is;
-    one that fails its checks is removed (with a warning) and rebuilt. One process builds a key at a
-    time (lock file ``.<key>.lock``); another waits, then reads the cache. Temp files of killed
-    writers in ``out_root`` and the partial folder are swept first.
+    next call recomputes only the missing shards. ``meta_after()``, called once the rows are computed,
+    adds to ``meta.json`` what is known only then (the devices that computed them). A finished run with
+    the same key is returned as is; one that fails its checks is removed (with a warning) and rebuilt.
+    One process builds a key at a time (lock file ``.<key>.lock``); another waits, then reads the cache.
+    Temp files of killed writers in ``out_root`` and the partial folder are swept first.
     """
     ids = check_ids(list(ids))
     key = run_key(predictor, config, fingerprint)

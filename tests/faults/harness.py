@@ -26,11 +26,12 @@ ENV = {
     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
 }
-# outputs that legitimately differ between two identical runs: clocks, durations, cache flags, paths
+# outputs that legitimately differ between two identical runs: clocks, durations, cache flags, paths, work split
 # (and any key ending in _s or _mb: durations and memory peaks)
 VOLATILE = {
     "created", "cache_hit", "seconds", "images_per_s", "times", "timings", "stage_peak_rss_mb", "started", "finished",
     "timestamp", "storage", "out", "path", "shards_reused", "shards_computed", "seconds_per_image",
+    "rows_on_driver",
 }
 
 

@@ -183,7 +183,7 @@ def test_a_predictor_registered_at_run_time_gives_the_same_rows_on_ray(short_tmp
     assert remote.meta["backend"] == "ray" and remote.meta["actors"] >= 1
     on_driver = remote.meta["rows_on_driver"]
     assert on_driver == 0 if helps == "0" else 0 <= on_driver <= 6
-    assert remote.meta["device"] == local.meta["device"] == "cpu"
+    assert remote.meta["device"] == local.meta["device"] == "cpu" and local.meta["rows_on_driver"] == 6
     assert remote.ids == local.ids and remote.path.name == local.path.name
     np.testing.assert_allclose(remote.embeddings, local.embeddings, atol=1e-5)
     # the executor started that Ray: it is shut down, its folder gone
