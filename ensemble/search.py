@@ -1,7 +1,8 @@
 """Optuna plumbing: samplers by name, storage by URL, resumable studies and crash-safe workers.
 
 Storage follows Optuna's own advice: an SQLite file for one process, a journal file for several
-processes on one host, PostgreSQL (heartbeats + retry of crashed trials) across processes and hosts.
+processes on one host, PostgreSQL (heartbeats fail crashed workers' trials) across processes and hosts.
+A crashed trial is sampled again, or re-queued when it was enqueued (:class:`_Retry`).
 """
 
 from __future__ import annotations
@@ -74,12 +75,32 @@ class _Quiet:
         return self._ctx.__exit__(*exc)
 
 
-def _retry():
-    """Re-queue a crashed trial (same params, ``failed_trial`` system attribute) up to 3 times."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+class _Retry:
+    """What becomes of a trial whose worker died: an enqueued trial (the warm start, any fixed-params trial)
+    is queued again with its params, up to 3 times (Optuna's ``failed_trial``/``retry_history`` attributes);
+    a sampled one is only failed, and the next trial samples it again.
 
-    with _Quiet():
-        return RetryHeartbeatStaleTrialCallback(max_retry=3)
+    Re-queueing a sampled trial would fix the params it had drawn before the kill and sample the rest
+    from a fresh generator: while TPE samples independently (its start-up trials) that shifts every
+    later draw, so a resumed study would leave the uninterrupted run's path. Failed trials are not in
+    any sampler's history and :func:`trial_seed` depends on the complete trials only, so the next trial
+    draws exactly what the killed one had drawn, and would have drawn to the end.
+    """
+
+    def __init__(self) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        with _Quiet():
+            self._requeue = RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+    def __call__(self, study, trial) -> None:
+        if "fixed_params" in trial.system_attrs:
+            self._requeue(study, trial)
+
+
+def _retry() -> _Retry:
+    """The callback for a dead worker's trial (see :class:`_Retry`)."""
+    return _Retry()
 
 
 def _fast_sqlite(storage):
@@ -327,7 +348,8 @@ def _orphaned(trial, now, others_alive: bool) -> bool:
 
 
 def recover_orphans(study) -> int:
-    """Fail the RUNNING trials whose worker process is dead and re-queue them; return how many.
+    """Fail the RUNNING trials whose worker process is dead (re-queueing the enqueued ones, see
+    :class:`_Retry`); return how many.
 
     For SQLite and journal storage (PostgreSQL has heartbeats), called while this process runs no
     trial: a trial's owner is the :func:`worker_tag` it records when it starts; a live worker's
@@ -348,11 +370,11 @@ def recover_orphans(study) -> int:
         try:
             failed = study.tell(t.number, state=TrialState.FAIL)
         except (UpdateFinishedTrialError, ValueError):
-            continue  # finished meanwhile (by its worker, or failed and re-queued by another process)
+            continue  # finished meanwhile (by its worker, or failed as an orphan by another process)
         retry(study, failed)
         n += 1
     if n:
-        log.warning("study %s: %d trials of a killed run were re-queued", study.study_name, n)
+        log.warning("study %s: %d trials of a killed run will run again", study.study_name, n)
     return n
 
 
@@ -417,8 +439,10 @@ def run_study(
     Safe with many processes on one study: a worker starts a trial only while complete + running
     trials fall short of the target or a (retried) trial waits; then it waits for the others'
     trials, so a crashed worker's trial, failed by the heartbeat (or with ``orphans``, for SQLite
-    and journal storage, by :func:`recover_orphans`) and re-queued, is still run. Each trial records
-    its :func:`worker_tag`; a trial failed under this worker by another process is left to its retry.
+    and journal storage, by :func:`recover_orphans`), is still run: sampled again, or re-queued when it
+    was enqueued (:class:`_Retry`). Each trial records
+    its :func:`worker_tag`; a trial failed under this worker by another process is left to that process
+    (it re-queues an enqueued trial; a sampled one is drawn again).
     ``sampler_for(complete)``: the sampler for the next trial (see :func:`trial_seed`).
     """
     from optuna.storages import fail_stale_trials
@@ -458,7 +482,7 @@ def run_study(
             except Exception as e:
                 if e is current.get("error") or not _lost(study, current.get("number")):
                     raise
-                log.warning("study %s: trial %d was failed and re-queued by another process; moving on",
+                log.warning("study %s: trial %d was failed as an orphan by another process; moving on",
                             study.study_name, current["number"])
             continue
         if not c.running:

@@ -6,6 +6,7 @@ The PostgreSQL test needs a server: set PROMPTBLEND_TEST_PG_URL=postgresql://use
 import multiprocessing as mp
 import os
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -74,8 +75,8 @@ def test_three_workers_one_killed_no_trial_lost_or_duplicated(tmp_path):
     assert N_TRIALS <= len(complete) <= N_TRIALS + 2  # at most workers-1 over, from racing starts
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [killed_trial]  # only the killed one failed...
-    retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed_trial]
-    assert len(retries) == 1 and retries[0].params.items() >= failed[0].params.items()  # ...and was rerun
+    # ...and, a sampled trial, was not re-queued with the params it had drawn: another trial took its place
+    assert not [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
     keys = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(keys)) == len(keys)  # no trial evaluated twice
     assert {t.user_attrs["worker"].split(":")[-1] for t in complete} >= {str(p.pid) for p in procs[1:]}
@@ -122,39 +123,82 @@ from optuna.storages.journal import JournalFileBackend
 from ensemble import search
 st = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
 search.register_worker(st)
-t = st.ask()
-t.suggest_float("x", 0, 1)
-t.set_user_attr("worker", search.worker_tag(t.number))
-print(t.number, flush=True)
+numbers = []
+for _ in range(2):  # the enqueued trial first (killed after one of its params), then a sampled one
+    t = st.ask()
+    t.suggest_float("x", 0, 1)
+    t.set_user_attr("worker", search.worker_tag(t.number))
+    numbers.append(t.number)
+print(*numbers, flush=True)
 time.sleep(600)
 """
 
 
-def test_only_dead_workers_trials_are_requeued(tmp_path):
+def test_only_dead_workers_trials_are_failed_and_only_enqueued_ones_requeued(tmp_path):
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
     spec = search.storage_spec(str(tmp_path / "s.journal"), tmp_path, workers=2)
     study = search.open_study(spec, "shared")
+    study.enqueue_trial({"x": 0.25, "y": 0.75}, user_attrs={"source": "gradient"})
     worker = subprocess.Popen([sys.executable, "-c", _HOLD_A_TRIAL, spec.url], cwd=root, stdout=subprocess.PIPE,
                               env={**os.environ, "PYTHONPATH": str(root)}, text=True)
     try:
-        held = int(worker.stdout.readline())
+        enqueued, held = (int(n) for n in worker.stdout.readline().split())
         starting = study.ask()  # a trial whose worker has not recorded itself yet (just asked)
-        # a live worker's trial is left alone, and while one lives an unclaimed trial may be its next one
+        # a live worker's trials are left alone, and while one lives an unclaimed trial may be its next one
         assert search.recover_orphans(study) == 0
-        assert search.counts(study).running == 2
+        assert search.counts(study).running == 3
     finally:
         worker.kill()
         worker.wait()
     # its worker is dead now, and with no other worker alive the unclaimed trial is an orphan too
-    assert search.recover_orphans(study) == 2
+    assert search.recover_orphans(study) == 3
     trials = study.get_trials(deepcopy=False)
-    assert trials[held].state == TrialState.FAIL and trials[starting.number].state == TrialState.FAIL
-    retries = {t.system_attrs["failed_trial"]: t for t in trials if t.state == TrialState.WAITING}
-    assert sorted(retries) == sorted([held, starting.number]) and retries[held].params == trials[held].params
+    assert all(trials[n].state == TrialState.FAIL for n in (enqueued, held, starting.number))
+    # the enqueued trial (killed after its first param) is queued again with all its params and attributes;
+    # the sampled ones are not: the next trial draws them again
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.system_attrs["failed_trial"] == enqueued and retry.system_attrs["fixed_params"] == {"x": 0.25, "y": 0.75}
+    assert retry.user_attrs["source"] == "gradient"
     assert search.recover_orphans(study) == 0  # once
+
+
+def test_a_killed_sampled_trial_is_drawn_again_as_the_uninterrupted_study_drew_it(tmp_path):
+    """Killed between two suggestions of a start-up (independently sampled) trial, the resumed study still
+    draws every trial the uninterrupted one drew: the partial trial is failed, not re-queued with half its
+    params (which would shift the draws of all later trials)."""
+    names = ("a", "b", "c")
+
+    def objective(trial):
+        return -sum((trial.suggest_float(n, 0, 1) - 0.3) ** 2 for n in names)
+
+    def drawn(study):
+        return [(t.params, t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+    sampler_for = lambda complete: search.create_sampler("tpe", search.trial_seed(0, complete))
+    ref = search.open_study(search.storage_spec(None, tmp_path / "ref"), "s")
+    search.run_study(ref, objective, 14, sampler_for=sampler_for, orphans=True)
+    killed = search.open_study(search.storage_spec(None, tmp_path / "killed"), "s")
+    search.run_study(killed, objective, 3, sampler_for=sampler_for, orphans=True)
+    killed.sampler = sampler_for(3)
+    trial = killed.ask()
+    trial.suggest_float("a", 0, 1)  # the kill lands here: one of three params drawn
+    trial.set_user_attr("worker", f"{trial.number}@{socket.gethostname()}:1:{_dead_pid()}")
+    assert search.recover_orphans(killed) == 1 and search.counts(killed).waiting == 0
+    search.run_study(killed, objective, 14, sampler_for=sampler_for, orphans=True)
+    assert drawn(killed) == drawn(ref)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def test_a_worker_whose_trial_is_failed_under_it_moves_on(tmp_path):
