@@ -104,12 +104,13 @@ def embed_in_shards(
 
     Lines are streamed; each shard is saved atomically as ``shard_dir/<address>.npy`` before it is
     copied into ``out``, and shards already there are reused. The missing shards run on ``executor``'s
-    workers (default: this process), a bounded number at once. Returns counts of reused and computed shards.
+    workers (default: this process), a bounded number at once. Returns counts of reused and computed shards
+    and of those this process computed (all locally; on Ray, those done while the actors started).
     """
     from promptblend.progress import progress_bar
 
     shard_dir.mkdir(parents=True, exist_ok=True)
-    stats = {"shards_reused": 0, "shards_computed": 0}
+    stats = {"shards_reused": 0, "shards_computed": 0, "shards_on_driver": 0}
     todo: list[tuple[int, Path]] = []  # (first row, shard file) of each job, in job order
     read = [0]
 
@@ -138,6 +139,7 @@ def embed_in_shards(
                 out[at : at + len(emb)] = emb
                 stats["shards_computed"] += 1
                 bar.update(len(emb))
+            stats["shards_on_driver"] = len(pool.on_driver)
     if read[0] != count:
         raise ConfigError(f"{desc}: expected {count} lines, read {read[0]}")
     return stats

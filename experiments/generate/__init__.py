@@ -230,6 +230,7 @@ def generate_set(prompts: Sequence[str], out: str | Path, config: GenerateConfig
     plan = {"fingerprint": fingerprint, "settings": config.settings(), "shard_size": config.shard_size,
             "n_images": len(items), "n_prompts": len(prompts)}
     made: list[int] = []
+    on_driver = 0
     bar = _progress(len(items), len(items) - sum(len(shards[i]) for i in todo), progress)
     t0 = time.perf_counter()
 
@@ -242,7 +243,7 @@ def generate_set(prompts: Sequence[str], out: str | Path, config: GenerateConfig
     try:  # a failure leaves a resumable set (a plan or manifest beside finished shards) or nothing
         with atomic.output_folder(out, _resumable), executor:
             if todo:
-                _make_shards(executor, config, [(i, shards[i]) for i in todo], store, bar.update)
+                on_driver = _make_shards(executor, config, [(i, shards[i]) for i in todo], store, bar.update)
     finally:
         bar.close()
     wall = time.perf_counter() - t0
@@ -250,7 +251,7 @@ def generate_set(prompts: Sequence[str], out: str | Path, config: GenerateConfig
         "n_images": len(items), "n_prompts": len(prompts), "shards": len(shards), "shards_made": len(todo),
         "pattern": f"{SHARD_PREFIX}-{{{0:06d}..{len(shards) - 1:06d}}}.tar", "fingerprint": fingerprint,
         "settings": config.settings(), "shard_size": config.shard_size, "runtime": config.runtime(),
-        "backend": backend, "wall_time_s": round(wall, 3),
+        "backend": backend, "images_on_driver": on_driver, "wall_time_s": round(wall, 3),
         "images_per_s": round(sum(len(shards[i]) for i in todo) / wall, 3) if todo and wall > 0 else None,
         **(extra_manifest or {}),
     }
@@ -280,9 +281,10 @@ def _resumable(out: Path) -> bool:
 
 
 def _make_shards(executor: Executor, config: GenerateConfig, jobs: list[tuple[int, list[dict]]],
-                 store: Callable[[int, list[dict]], None], tick: Callable[[int], object]) -> None:
+                 store: Callable[[int, list[dict]], None], tick: Callable[[int], object]) -> int:
     """Make the shards on the executor's workers (each builds the pipeline once), one batch of images per
-    job, so progress moves per batch on any backend; a shard is stored once all its batches are back."""
+    job, so progress moves per batch on any backend; a shard is stored once all its batches are back.
+    Returns how many images this process made (all locally; on Ray, those made while actors started)."""
     size = config.batch_size
     batches = [(i, items[s : s + size]) for i, items in jobs for s in range(0, len(items), size)]
     expected = {i: len(items) for i, items in jobs}
@@ -293,3 +295,4 @@ def _make_shards(executor: Executor, config: GenerateConfig, jobs: list[tuple[in
             tick(len(samples))
             if len(held[i]) == expected[i]:
                 store(i, held.pop(i))
+        return sum(len(batches[k][1]) for k in pool.on_driver)

@@ -76,6 +76,7 @@ def test_tiny_set_is_a_valid_image_set(made, tmp_path):
     assert len(s) == 16 and s.counts == [4] * 4 and s.ids[0] == "000000000"
     meta = json.loads((made / "manifest.json").read_text())
     assert meta["n_images"] == 16 and meta["shards_made"] == 4 and meta["settings"]["model"] == "tiny"
+    assert meta["images_on_driver"] == 16  # local: this process made every image
     assert s.prompt_list()[0] == s.prompt_list()[1] and "--ar" not in " ".join(s.prompt_list())
     first = _pngs(made)
     assert len(set(first.values())) == 16  # two seeds of one prompt differ
@@ -152,7 +153,9 @@ def test_ray_backend_equals_local(made, prompt_file, tmp_path, local_ray):
 
     out = tmp_path / "ray"
     assert main(_args(prompt_file, out, 8, "--backend", "ray")) == 0
-    assert json.loads((out / "manifest.json").read_text())["backend"] == "ray"
+    remote = json.loads((out / "manifest.json").read_text())
+    # a cluster the caller started: the driver only waits, every image from an actor
+    assert remote["backend"] == "ray" and remote["images_on_driver"] == 0
     threads, actor_threads = torch.get_num_threads(), int(local_ray.cluster_resources()["CPU"])
     try:  # Ray's one CPU actor per node runs a torch thread per node CPU: that count locally gives the same bytes
         assert main(_args(prompt_file, tmp_path / "local1", 8, "--threads", str(actor_threads))) == 0
@@ -306,7 +309,8 @@ def test_every_sample_records_its_settings_and_a_different_recipe_is_refused(pro
     assert main(_settings_args(prompt_file, out, "--steps", "3")) == 2
     assert _shard_bytes(out) == before and json.loads((out / "manifest.json").read_text()) == manifest
     assert main(_settings_args(prompt_file, out)) == 0  # the same arguments: nothing to make
-    assert json.loads((out / "manifest.json").read_text())["shards_made"] == 0
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["shards_made"] == 0 and again["images_on_driver"] == 0
 
 
 def test_seeds_are_63_bit_and_unique_even_for_a_repeated_prompt():

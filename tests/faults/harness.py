@@ -31,7 +31,7 @@ ENV = {
 VOLATILE = {
     "created", "cache_hit", "seconds", "images_per_s", "times", "timings", "stage_peak_rss_mb", "started", "finished",
     "timestamp", "storage", "out", "path", "shards_reused", "shards_computed", "seconds_per_image",
-    "rows_on_driver",
+    "rows_on_driver", "images_on_driver", "shards_on_driver",
 }
 
 

@@ -36,6 +36,8 @@ def test_ray_backend_equals_local(local_ray, tmp_path, drawbench):
     local = build_bank(cfg, tmp_path / "local", backend="local", progress=False)
     remote = build_bank(cfg, tmp_path / "ray", backend="ray", progress=False)
     assert remote["embedding"]["backend"] == "ray" and remote["embedding"]["values"]["shards_computed"] == 4
+    # a cluster the caller started: the driver only waits, every shard from an actor
+    assert remote["embedding"]["values"]["shards_on_driver"] == 0 and local["embedding"]["values"]["shards_on_driver"] == 4
     a, b = load_bank(tmp_path / "local"), load_bank(tmp_path / "ray")
     assert a.prompts == b.prompts
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
