@@ -182,7 +182,8 @@ def test_a_predictor_registered_at_run_time_gives_the_same_rows_on_ray(short_tmp
                            progress=False)
     assert remote.meta["backend"] == "ray" and remote.meta["actors"] >= 1
     on_driver = remote.meta["rows_on_driver"]
-    assert on_driver == 0 if helps == "0" else 0 <= on_driver <= 6
+    # whole shards of 2 rows (the driver may finish all 3 shards before the actor is up, or none if it is faster)
+    assert on_driver == 0 if helps == "0" else on_driver in (0, 2, 4, 6)
     assert remote.meta["device"] == local.meta["device"] == "cpu" and local.meta["rows_on_driver"] == 6
     assert remote.ids == local.ids and remote.path.name == local.path.name
     np.testing.assert_allclose(remote.embeddings, local.embeddings, atol=1e-5)
