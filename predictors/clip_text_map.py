@@ -30,7 +30,6 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,13 +37,8 @@ from promptblend import atomic
 from promptblend.errors import BankError, ConfigError, OutputError
 from promptblend.vectors import l2_normalise
 
-from .base import Prediction, Predictor
-from .clip_views import (
-    average_views,
-    clip_image_transform,
-    parse_views,
-    views_transform,
-)
+from .base import Prediction
+from .clip_bank import ClipBankPredictor
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +225,7 @@ def sample_embeddings(embed, transform, image_set, limit: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-class ClipTextMapPredictor(Predictor):
+class ClipTextMapPredictor(ClipBankPredictor):
     """CLIP image embedding -> shifted across the modality gap -> the bank's ridge text map -> 384-d.
 
     ``bank``: a folder from ``index.build --keys MODEL`` (keys by the same CLIP as ``clip_model`` /
@@ -241,44 +235,24 @@ class ClipTextMapPredictor(Predictor):
     embeddings are averaged before the map.
     """
 
-    #: The bank is keyed by its manifest (see :func:`promptblend.bank.manifest_digest`).
-    unhashed_paths = ("bank",)
+    label, bank_param = "clip-text-map", "bank"
 
     def __init__(self, bank: str | None = None, clip_model: str = "ViT-H-14",
                  clip_pretrained: str | None = "laion2b_s32b_b79k", gap: str = "shift", gap_images: str | None = None,
                  gap_sample: int = 1000, tta: list | None = None, device: str | None = None) -> None:
-        super().__init__(bank=bank, clip_model=clip_model, clip_pretrained=clip_pretrained, gap=gap,
-                         gap_images=gap_images, gap_sample=gap_sample, tta=tta, device=device)
+        super().__init__(bank, clip_model, clip_pretrained, device, tta, gap=gap, gap_images=gap_images,
+                         gap_sample=gap_sample)
         if gap not in GAPS:
             raise ConfigError(f"clip-text-map: gap must be one of {', '.join(GAPS)}, got {gap!r}")
         if int(gap_sample) < 1:
             raise ConfigError(f"clip-text-map: gap_sample must be >= 1, got {gap_sample}")
-        self.bank_path, self.gap, self.gap_images, self.gap_sample = bank, gap, gap_images, int(gap_sample)
-        self.clip_model, self.clip_pretrained, self.device = clip_model, clip_pretrained, device
-        self.views = parse_views(tta)
+        self.gap, self.gap_images, self.gap_sample = gap, gap_images, int(gap_sample)
         self.image_mean: np.ndarray | None = None
         self.alpha: int | None = None  # the penalty chosen for the image sample (None: the text-best)
 
-    def cache_inputs(self) -> dict[str, Any]:
-        """Local files by content, the bank by its manifest."""
-        from promptblend.bank import manifest_digest
-
-        inputs = super().cache_inputs()
-        if self.bank_path and manifest_digest(self.bank_path):
-            inputs["bank"] = manifest_digest(self.bank_path)
-        return inputs
-
     def setup(self) -> None:
         """Open the bank, check its key model, load CLIP, fit (or load) the map; the stated image mean."""
-        from promptblend.bank import load_bank
-        from promptblend.clip import load_clip
-
-        if not self.bank_path:
-            raise ConfigError("clip-text-map needs a bank: pass bank=/path/to/bank (built by python -m index.build --keys ...)")
-        bank = load_bank(str(self.bank_path))
-        bank.check_key_model(self.clip_model, self.clip_pretrained)
-        self.clip = load_clip(self.clip_model, self.clip_pretrained, self.device)
-        self.text_map = text_map_for(bank, self.clip.identity)
+        self.text_map = text_map_for(self.open_bank(), self.clip.identity)
         if self.gap_images:
             from promptblend.imagesets import open_image_set
 
@@ -286,7 +260,7 @@ class ClipTextMapPredictor(Predictor):
 
     def _sample(self, image_set) -> None:
         """The image mean and the ridge penalty from the first ``gap_sample`` images of ``image_set``."""
-        emb = sample_embeddings(self._embed, self.transform(), image_set, self.gap_sample)
+        emb = sample_embeddings(self.embed, self.transform(), image_set, self.gap_sample)
         self.image_mean, self.alpha = emb.mean(0), self.text_map.choose(emb)
         log.info("clip-text-map: image mean and penalty %g from %d images", self.text_map.info["alphas"][self.alpha],
                  len(emb))
@@ -297,25 +271,6 @@ class ClipTextMapPredictor(Predictor):
             self.ensure_setup()
             self._sample(image_set)
 
-    def transform(self):
-        """The CLIP image transform with the ``tta`` views (light, picklable)."""
-        return views_transform(clip_image_transform(self.clip_model, self.clip_pretrained), self.views)
-
-    def preprocess(self, image):
-        """RGB image -> CLIP pixels (3, H, W), or its views (V, 3, H, W)."""
-        return self.transform()(image)
-
-    def collate(self, items: list) -> Any:
-        """Stack pixel tensors."""
-        import torch
-
-        return torch.stack(items)
-
-    def _embed(self, batch) -> np.ndarray:
-        from promptblend.clip import embed_images
-
-        return average_views(lambda x: embed_images(self.clip, x), batch)
-
     def predict_batch(self, batch) -> Prediction:
         """Unit CLIP embeddings (views averaged) -> across the gap -> the text map."""
         self.ensure_setup()
@@ -323,4 +278,4 @@ class ClipTextMapPredictor(Predictor):
             raise ConfigError("clip-text-map has no image mean to shift by: run it through predictors.run (the set "
                               "being predicted), call prepare(image_set) first, or pass gap_images=SET")
         mean = None if self.gap == "none" else self.image_mean
-        return Prediction(self.text_map.apply(self._embed(batch), mean, self.alpha))
+        return Prediction(self.text_map.apply(self.embed(batch), mean, self.alpha))
