@@ -3,8 +3,8 @@
 - a folder of images (id = file stem; ``prompts.csv`` beside them, or the competition's layout
   ``SET/images/`` + ``SET/prompts.csv``) — :mod:`.folder`;
 - WebDataset tar shards (img2dataset's layout; ``sizes.json`` checked) — :mod:`.shards`;
-- Parquet (an image-bytes column, Hugging Face's ``{bytes, path}`` struct too, and a prompt column) —
-  :mod:`.parquet`.
+- Parquet (an image-bytes column, Hugging Face's ``{bytes, path}`` struct too, and a prompt column;
+  DiffusionDB's metadata with its image parts) — :mod:`.parquet`.
 
 Sources never import each other; they share :mod:`.decode` (the one decode) and :mod:`.base`.
 :mod:`.batches` is the one torch dataset over any of them. ``--skip-bad`` is applied in one place,

@@ -2,6 +2,11 @@
 or a path relative to the file) and optional id and prompt columns, the layout of Hugging Face image
 datasets and of DiffusionDB's metadata + images.
 
+DiffusionDB's ``metadata.parquet`` names no image column: a row's image is ``image_name`` in its part
+``part_id``, a ``part-NNNNNN`` folder (unzipped) or ``part-NNNNNN.zip`` (as downloaded) under ``images/``
+beside the parquet or beside it directly. The set is the rows whose part is here (most users fetch a few
+of its 2,000 parts); a part that is here but lacks a row's image gives that row a per-sample error.
+
 A source is one ``.parquet`` file or a folder of them (read in name order). Ids come from the id column,
 else the image path's stem, else the row number. A null prompt means that row has no truth (the set's
 prompts then lack its id: :meth:`~.base.ImageSet.prompt_list` names it); a set without a prompt column
@@ -13,14 +18,18 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ImageSetError
 from .base import ImageSet, Raw
 from .decode import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
 
 #: Column names read from a parquet: the first present of each list.
 COLUMNS = {"id": ("image_name", "imgId", "id", "key", "__key__"),
@@ -63,6 +72,52 @@ def _stem(value: Any) -> str:
     return text[: -len(Path(text).suffix)] if Path(text).suffix.lower() in IMAGE_EXTENSIONS else text
 
 
+#: Where DiffusionDB's image parts lie, relative to its metadata parquet (folder or ``.zip``).
+PART_LAYOUTS = ("images/part-{:06d}", "part-{:06d}")
+#: The columns that mark DiffusionDB's metadata (no image column): the image's name and its part.
+PART_COLUMNS = ("image_name", "part_id")
+
+
+class Parts:
+    """DiffusionDB's image parts beside a metadata parquet in ``folder``: which part is where (folder or zip),
+    and a row's image bytes from it. Picklable (DataLoader workers): open zips live in a reader's ``zips``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._where: dict[int, Path | None] = {}
+
+    def where(self, part: int) -> Path | None:
+        """The folder or zip of ``part``, or None when it is not here."""
+        if part not in self._where:
+            found = [self.folder / (layout.format(part) + suffix) for layout in PART_LAYOUTS for suffix in ("", ".zip")]
+            self._where[part] = next((p for p in found if p.exists()), None)
+        return self._where[part]
+
+    def read(self, part: int, name: str, zips: dict) -> tuple[bytes | None, str | None]:
+        """``(bytes, None)`` of image ``name`` in ``part``, or ``(None, why)``; ``zips``: open zips by path."""
+        import zipfile
+
+        where = self.where(part)
+        try:
+            if where.suffix != ".zip":
+                return (where / name).read_bytes(), None
+            if where not in zips:
+                z = zipfile.ZipFile(where)
+                zips[where] = (z, {Path(n).name: n for n in z.namelist()})
+            z, members = zips[where]
+            if name not in members:
+                return None, f"{name} is not in {where}"
+            return z.read(members[name]), None
+        except (OSError, zipfile.BadZipFile) as e:
+            return None, f"cannot read {name} from {where}: {e}"
+
+
+def _close(zips: dict) -> None:
+    for z, _ in zips.values():
+        z.close()
+    zips.clear()
+
+
 def _cell_bytes(cell: Any, folder: Path) -> tuple[bytes | None, str | None]:
     """``(image bytes, None)`` of an image cell, or ``(None, why)``."""
     if isinstance(cell, dict):  # HF datasets' {"bytes": ..., "path": ...}
@@ -77,16 +132,40 @@ def _cell_bytes(cell: Any, folder: Path) -> tuple[bytes | None, str | None]:
     return bytes(cell), None
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The columns a set reads: the image (DiffusionDB: its name), the prompt, DiffusionDB's part."""
+
+    image: str
+    prompt: str | None
+    part: str | None = None
+
+    @classmethod
+    def of(cls, names: list[str], path: Path) -> Columns:
+        """The columns of a file's schema; no image column is a named error unless DiffusionDB's are there."""
+        prompt = _pick(names, "prompt", path, required=False)
+        if _pick(names, "image", path, required=False) is None and all(c in names for c in PART_COLUMNS):
+            return cls(PART_COLUMNS[0], prompt, PART_COLUMNS[1])
+        return cls(_pick(names, "image", path), prompt)
+
+    def read(self) -> list[str]:
+        """The columns to read for the images and prompts."""
+        return [c for c in (self.image, self.prompt, self.part) if c]
+
+
 class ParquetSet(ImageSet):
     """Rows of one or more parquet files, located by (file, row group, offset)."""
 
-    def __init__(self, root: str, files: list[Path], columns: tuple[str, str | None], group_sizes: list[int],
-                 ids: list[str], digests: list[bytes], prompts: dict[str, str] | None) -> None:
+    def __init__(self, root: str, files: list[Path], columns: Columns, group_sizes: list[int],
+                 ids: list[str], digests: list[bytes], prompts: dict[str, str] | None,
+                 offsets: list[int] | None = None) -> None:
         self.root, self.files, self.columns = root, files, columns
         self.ids, self._digests, self.prompts, self.skipped = ids, digests, prompts, []
-        self.group_sizes = group_sizes  # per (file, row group), in order
+        self.group_sizes = group_sizes  # rows of the set per (file, row group), in order
         self._ends = list(itertools.accumulate(group_sizes))
         self._where = [(f, g) for f, path in enumerate(files) for g in range(_row_groups(path))]
+        self._offsets = offsets  # each row's offset in its row group, where rows were left out (DiffusionDB)
+        self._parts = [Parts(path.parent) for path in files] if columns.part else None
 
     @property
     def groups(self) -> tuple[int, ...]:
@@ -100,23 +179,35 @@ class ParquetSet(ImageSet):
         """Rows in the order asked; the row group last read is kept, so runs within a group read it once."""
         import pyarrow.parquet as pq
 
-        group, cells, handles = -1, [], {}
-        image_col, prompt_col = self.columns
-        for row in rows:
-            g = bisect.bisect_right(self._ends, row)
-            if g != group:
-                f, local = self._where[g]
-                if f not in handles:
-                    handles = {f: pq.ParquetFile(self.files[f])}
-                cols = [image_col] + ([prompt_col] if prompt_col else [])
-                table = handles[f].read_row_group(local, columns=cols)
-                cells = [table.column(c).combine_chunks() for c in cols]  # Arrow arrays: cells convert one by one
-                group = g
-            i = row - (self._ends[g] - self.group_sizes[g])
-            f = self._where[g][0]
-            data, why = _cell_bytes(cells[0][i].as_py(), self.files[f].parent)
-            prompt = cells[1][i].as_py() if prompt_col else None
-            yield Raw(self.ids[row], f"{self.files[f]}:{self.ids[row]}", data, prompt, why)
+        group, cells, handles, zips = -1, {}, {}, {}
+        cols = self.columns
+        try:
+            for row in rows:
+                g = bisect.bisect_right(self._ends, row)
+                if g != group:
+                    f, local = self._where[g]
+                    if f not in handles:
+                        handles = {f: pq.ParquetFile(self.files[f])}
+                        _close(zips)
+                    table = handles[f].read_row_group(local, columns=cols.read())
+                    cells = {c: table.column(c).combine_chunks() for c in cols.read()}  # cells convert one by one
+                    group = g
+                i = row - (self._ends[g] - self.group_sizes[g]) if self._offsets is None else self._offsets[row]
+                f = self._where[g][0]
+                image = cells[cols.image][i].as_py()
+                if cols.part:
+                    data, why = self._parts[f].read(int(cells[cols.part][i].as_py()), str(image), zips)
+                else:
+                    data, why = _cell_bytes(image, self.files[f].parent)
+                prompt = cells[cols.prompt][i].as_py() if cols.prompt else None
+                yield Raw(self.ids[row], f"{self.files[f]}:{self.ids[row]}", data, prompt, why)
+        finally:
+            _close(zips)
+
+
+def _column(table, name: str | None) -> list:
+    """A column of an Arrow table as Python values, or Nones where ``name`` is None."""
+    return table.column(name).to_pylist() if name else [None] * table.num_rows
 
 
 def _row_groups(path: Path) -> int:
@@ -135,42 +226,59 @@ def open_parquet_set(source: str | Path) -> ParquetSet:
     digests: list[bytes] = []
     prompts: dict[str, str] = {}
     sizes: list[int] = []
-    columns: tuple[str, str | None] | None = None
+    offsets: list[int] = []
+    rows_read = 0
+    columns: Columns | None = None
     for path in files:
         try:
             pf = pq.ParquetFile(path)
         except Exception as e:  # pyarrow: ArrowInvalid, OSError...
             raise ImageSetError(f"cannot read parquet {path}: {type(e).__name__}: {e}") from e
         names = pf.schema_arrow.names
-        cols = (_pick(names, "image", path), _pick(names, "prompt", path, required=False))
+        cols = Columns.of(names, path)
         if columns is not None and cols != columns:
             raise ImageSetError(f"{path} has columns {cols}, the first file {columns}")
         columns = cols
         id_col = _pick(names, "id", path, required=False)
+        parts, zips = Parts(path.parent) if cols.part else None, {}
         for g in range(pf.num_row_groups):
             try:
-                table = pf.read_row_group(g, columns=[c for c in (cols[0], cols[1], id_col) if c])
+                table = pf.read_row_group(g, columns=list(dict.fromkeys(cols.read() + ([id_col] if id_col else []))))
             except Exception as e:
                 raise ImageSetError(f"cannot read row group {g} of {path}: {type(e).__name__}: {e}") from e
-            images = table.column(cols[0]).to_pylist()
-            texts = table.column(cols[1]).to_pylist() if cols[1] else [None] * len(images)
-            keys = table.column(id_col).to_pylist() if id_col else [None] * len(images)
-            for image, text, key in zip(images, texts, keys):
-                data, _ = _cell_bytes(image, path.parent)
+            kept = 0
+            for i, (image, text, key, part) in enumerate(zip(*(_column(table, c) for c in (
+                    cols.image, cols.prompt, id_col, cols.part)))):
+                if parts is not None:
+                    if part is None or parts.where(int(part)) is None:
+                        continue  # its part is not here: not in the set
+                    data, _ = parts.read(int(part), str(image), zips)
+                else:
+                    data, _ = _cell_bytes(image, path.parent)
                 if key is None and isinstance(image, dict) and image.get("path"):
                     key = image["path"]
                 id_ = _stem(key) if key is not None else f"{len(ids):08d}"
                 ids.append(id_)
+                offsets.append(i)
                 digests.append(hashlib.sha256(data or b"").digest())
                 if text is not None:
                     prompts[id_] = str(text)
-            sizes.append(len(images))
+                kept += 1
+            sizes.append(kept)
+            rows_read += table.num_rows
+        _close(zips)
+    if columns.part and len(ids) < rows_read:
+        (log.info if ids else log.debug)("%s: %d of %d rows have their image part here", source, len(ids), rows_read)
     if not ids:
+        if columns.part and rows_read:
+            raise ImageSetError(f"{source}: none of its {rows_read} rows has its image part here (looked for "
+                                "images/part-NNNNNN/ or .zip and part-NNNNNN/ or .zip beside it)")
         raise ImageSetError(f"{source} holds no rows")
     if len(set(ids)) != len(ids):
         dup = [k for k, n in Counter(ids).items() if n > 1]
         raise ImageSetError(f"{source} repeats image ids, e.g. {dup[:3]}")
-    return ParquetSet(str(source), files, columns, sizes, ids, digests, prompts or None)
+    return ParquetSet(str(source), files, columns, sizes, ids, digests, prompts or None,
+                      offsets if len(ids) < rows_read else None)
 
 
 def write_parquet(path: str | Path, rows: Iterable[tuple[str, bytes, str | None]]) -> int:

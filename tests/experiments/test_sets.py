@@ -1,4 +1,4 @@
-"""experiments.sets convert between folder, shards and Parquet: original bytes, truth kept, a truncated
+"""experiments.sets convert between folder, shards and Parquet (DiffusionDB's metadata + parts as a source): original bytes, truth kept, a truncated
 image refused (or skipped with --skip-bad), a null prompt never the text "None"; the competition's layout
 as an --exclude set."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from imageset_sources import SOURCES, samples, write_source
 
-from experiments.sets import convert, main
+from experiments.sets import TARGETS, convert, main
 from promptblend.errors import TruthError
 from promptblend.imagesets import open_image_set
 
@@ -16,7 +16,7 @@ from promptblend.imagesets import open_image_set
 def test_every_source_converts_to_every_other_with_the_same_bytes_and_truth(src, tmp_path):
     rows = samples(5)
     ref = open_image_set(write_source(src, rows, tmp_path / "src"))
-    for to in SOURCES:
+    for to in TARGETS:  # DiffusionDB's layout is read, not written
         info = convert(ref, tmp_path / to, to=to, shard_size=2)
         out = tmp_path / to / "images.parquet" if to == "parquet" else tmp_path / to
         got = open_image_set(out)

@@ -8,7 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from imageset_sources import SOURCES, png, samples, truncated, write_source
+from imageset_sources import KIND_OF, SOURCES, png, samples, truncated, write_diffusiondb, write_source
 
 from promptblend.errors import BadImageError, ImageSetError, ShardError, TruthError
 from promptblend.imagesets import open_image_set, source_kind
@@ -28,7 +28,7 @@ def test_every_source_gives_the_same_ids_truth_fingerprint_and_pixels(kind, tmp_
     rows = samples(7)
     folder = open_image_set(write_source("folder", rows, tmp_path / "ref"))
     s = open_image_set(write_source(kind, rows, tmp_path / kind))
-    assert source_kind(write_source(kind, rows, tmp_path / "again")) == kind
+    assert source_kind(write_source(kind, rows, tmp_path / "again")) == KIND_OF.get(kind, kind)
     assert s.ids == folder.ids == [i for i, _, _ in rows]
     assert s.prompt_list() == [p for _, _, p in rows]
     assert s.fingerprint() == folder.fingerprint()  # content-defined: the same run key from every source
@@ -157,6 +157,30 @@ def test_parquet_reads_hf_structs_with_paths_and_plain_byte_columns(tmp_path):
     pq.write_table(pa.table({"caption": ["x"]}), tmp_path / "noimage.parquet")
     with pytest.raises(ImageSetError, match="no image column"):
         open_image_set(tmp_path / "noimage.parquet")
+
+
+def test_diffusiondb_metadata_is_the_rows_whose_part_is_here(tmp_path):
+    import shutil
+
+    rows = samples(7)
+    metadata = write_diffusiondb(rows, tmp_path / "ddb", part_size=3)
+    s = open_image_set(metadata)
+    assert s.ids == [i for i, _, _ in rows] and "absent" not in s.prompts  # the part not downloaded is left out
+    assert s.groups == (4, 3)  # rows by row group (4 each): the absent part's row is not counted
+    # one part removed (the zip of images 0-2): its rows go too, and the others still decode in place
+    (tmp_path / "ddb" / "images" / "part-000001.zip").unlink()
+    fewer = open_image_set(metadata)
+    assert fewer.ids == [i for i, _, _ in rows[3:]]
+    assert np.array_equal(np.asarray(fewer.load(2)), np.asarray(s.load(5)))
+    # an image missing from a part that is here: a per-sample error naming it
+    (tmp_path / "ddb" / "images" / "part-000002" / "img04.png").unlink()
+    (missing,) = [x for x in open_image_set(metadata).samples() if x.error is not None]
+    assert missing.id == "img04" and "img04.png" in missing.error.reason
+    # no part here at all: a named error saying where it looked
+    shutil.rmtree(tmp_path / "ddb" / "images")
+    shutil.rmtree(tmp_path / "ddb" / "part-000003")
+    with pytest.raises(ImageSetError, match="none of its 8 rows has its image part here"):
+        open_image_set(metadata)
 
 
 def test_a_folder_that_is_no_image_set_says_what_would_be(tmp_path):
