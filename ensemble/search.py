@@ -379,8 +379,14 @@ def recover_orphans(study) -> int:
 
 
 def enqueue_warm_start(study, params: dict) -> bool:
-    """Enqueue the gradient optimum as the first trial of a new study; False if the study had trials."""
-    if study.get_trials(deepcopy=False):
+    """Enqueue the gradient optimum as the first trial of a new study; False if the study had trials,
+    unless its warm start was lost (every warm-start trial failed and none waits: a run killed between
+    failing the trial of a dead worker and re-queueing it, or one whose retries ran out)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    warm = [t for t in trials if t.user_attrs.get("source") == WARM_START]
+    if trials and (not warm or any(t.state != TrialState.FAIL for t in warm)):
         return False
     study.enqueue_trial(params, user_attrs={"source": WARM_START})
     return True

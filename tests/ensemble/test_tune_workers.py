@@ -165,6 +165,27 @@ def test_only_dead_workers_trials_are_failed_and_only_enqueued_ones_requeued(tmp
     assert search.recover_orphans(study) == 0  # once
 
 
+def test_a_lost_warm_start_is_enqueued_again_and_only_then(tmp_path):
+    """Killed after failing a dead worker's warm-start trial and before re-queueing it, a run would lose the
+    gradient optimum for good: the next run enqueues it again (and only while none is complete or pending)."""
+    study = search.open_study(search.storage_spec(None, tmp_path), "s")
+    params = {"x": 0.25}
+    assert search.enqueue_warm_start(study, params)
+    assert not search.enqueue_warm_start(study, params)  # pending: not twice
+    trial = study.ask()
+    assert trial.user_attrs["source"] == search.WARM_START
+    study.tell(trial.number, state=TrialState.FAIL)  # failed as an orphan; the kill came before its retry
+    assert search.enqueue_warm_start(study, params)
+    (again,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert again.user_attrs["source"] == search.WARM_START and again.system_attrs["fixed_params"] == params
+    done = study.ask()
+    study.tell(done.number, done.suggest_float("x", 0, 1))
+    assert not search.enqueue_warm_start(study, params)  # complete: never again
+    fresh = search.open_study(search.storage_spec(None, tmp_path / "other"), "s")
+    fresh.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert not search.enqueue_warm_start(fresh, params)  # a study tuned without a warm start stays so
+
+
 def test_a_killed_sampled_trial_is_drawn_again_as_the_uninterrupted_study_drew_it(tmp_path):
     """Killed between two suggestions of a start-up (independently sampled) trial, the resumed study still
     draws every trial the uninterrupted one drew: the partial trial is failed, not re-queued with half its
