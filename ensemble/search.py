@@ -98,11 +98,6 @@ class _Retry:
             self._requeue(study, trial)
 
 
-def _retry() -> _Retry:
-    """The callback for a dead worker's trial (see :class:`_Retry`)."""
-    return _Retry()
-
-
 def _fast_sqlite(storage):
     """WAL journal + synchronous=NORMAL: one fsync per checkpoint instead of per commit (a crash
     of the process still loses nothing committed; a power cut may lose the last trials)."""
@@ -158,7 +153,7 @@ class StorageSpec:
                 engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=self.heartbeat,
                 grace_period=3 * self.heartbeat,
-                heartbeat_stale_trial_callback=_retry(),
+                heartbeat_stale_trial_callback=_Retry(),
             )
 
     @property
@@ -363,7 +358,7 @@ def recover_orphans(study) -> int:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return 0
-    retry, n, now, others = _retry(), 0, datetime.now(), _others_alive(study)  # workers read after trials
+    retry, n, now, others = _Retry(), 0, datetime.now(), _others_alive(study)  # workers read after trials
     for t in running:
         if not _orphaned(t, now, others):
             continue
@@ -446,9 +441,9 @@ def run_study(
     trials fall short of the target or a (retried) trial waits; then it waits for the others'
     trials, so a crashed worker's trial, failed by the heartbeat (or with ``orphans``, for SQLite
     and journal storage, by :func:`recover_orphans`), is still run: sampled again, or re-queued when it
-    was enqueued (:class:`_Retry`). Each trial records
-    its :func:`worker_tag`; a trial failed under this worker by another process is left to that process
-    (it re-queues an enqueued trial; a sampled one is drawn again).
+    was enqueued (:class:`_Retry`). Each trial records its :func:`worker_tag`; a trial failed under this
+    worker by another process is left to that process (it re-queues an enqueued trial; a sampled one is
+    drawn again).
     ``sampler_for(complete)``: the sampler for the next trial (see :func:`trial_seed`).
     """
     from optuna.storages import fail_stale_trials
