@@ -144,7 +144,7 @@ class Columns:
     def of(cls, names: list[str], path: Path) -> Columns:
         """The columns of a file's schema; no image column is a named error unless DiffusionDB's are there."""
         prompt = _pick(names, "prompt", path, required=False)
-        if _pick(names, "image", path, required=False) is None and all(c in names for c in PART_COLUMNS):
+        if all(c in names for c in PART_COLUMNS) and _pick(names, "image", path, required=False) is None:
             return cls(PART_COLUMNS[0], prompt, PART_COLUMNS[1])
         return cls(_pick(names, "image", path), prompt)
 
@@ -267,8 +267,8 @@ def open_parquet_set(source: str | Path) -> ParquetSet:
             sizes.append(kept)
             rows_read += table.num_rows
         _close(zips)
-    if columns.part and len(ids) < rows_read:
-        (log.info if ids else log.debug)("%s: %d of %d rows have their image part here", source, len(ids), rows_read)
+    if columns.part and ids and len(ids) < rows_read:
+        log.info("%s: %d of %d rows have their image part here", source, len(ids), rows_read)
     if not ids:
         if columns.part and rows_read:
             raise ImageSetError(f"{source}: none of its {rows_read} rows has its image part here (looked for "
